@@ -1,0 +1,30 @@
+import type { CommandSpec } from './context.ts';
+
+/** The command table. Each module is imported only when its command runs. */
+export const COMMANDS: readonly CommandSpec[] = [
+  {
+    name: 'nar',
+    summary: 'pack, unpack and list NAR archives',
+    load: () => import('./commands/nar.ts'),
+  },
+  {
+    name: 'hash',
+    summary: 'hash a path like `nix hash path`; convert hash encodings',
+    load: () => import('./commands/hash.ts'),
+  },
+  {
+    name: 'key',
+    summary: 'generate signing keys; print a public key',
+    load: () => import('./commands/key.ts'),
+  },
+  {
+    name: 'narinfo',
+    summary: 'sign and verify narinfo files',
+    load: () => import('./commands/narinfo.ts'),
+  },
+  {
+    name: 'drv',
+    summary: 'show derivations as JSON like `nix show-derivation`',
+    load: () => import('./commands/drv.ts'),
+  },
+];
