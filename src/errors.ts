@@ -206,10 +206,10 @@ export type ErrorCode = keyof typeof ERRORS;
 
 export interface FirnErrorOptions {
   /** What to do next, shown under the message. */
-  readonly hint?: string;
+  readonly hint?: string | undefined;
   readonly cause?: unknown;
   /** Machine-readable facts (offsets, paths, expected/actual values) for --json and logs. */
-  readonly details?: Readonly<Record<string, unknown>>;
+  readonly details?: Readonly<Record<string, unknown>> | undefined;
 }
 
 const FIRN_ERROR = Symbol.for('firn.error');

@@ -3,6 +3,16 @@ import type { CommandSpec } from './context.ts';
 /** The command table. Each module is imported only when its command runs. */
 export const COMMANDS: readonly CommandSpec[] = [
   {
+    name: 'serve',
+    summary: 'run the binary cache: verified uploads, signed narinfos',
+    load: () => import('./commands/serve.ts'),
+  },
+  {
+    name: 'cache',
+    summary: 'manage a cache: tokens, public key, gc, verify',
+    load: () => import('./commands/cache.ts'),
+  },
+  {
     name: 'nar',
     summary: 'pack, unpack and list NAR archives',
     load: () => import('./commands/nar.ts'),

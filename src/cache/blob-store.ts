@@ -1,0 +1,58 @@
+/**
+ * Where the cache keeps its bytes (NARs, listings, logs, realisations). Routes and the ingest
+ * code see only this interface, so an S3-compatible store can stand in for the filesystem one.
+ *
+ * Keys are relative names such as `nar/<hash>.nar.zst`, built by firn from validated parts;
+ * a store may still refuse a key that does not match its own rules.
+ */
+import type { Readable } from 'node:stream';
+
+export interface BlobInfo {
+  readonly size: number;
+}
+
+export interface BlobBody extends BlobInfo {
+  /** The requested bytes: the whole blob, or `start..end` (inclusive) when a range was asked. */
+  readonly body: Readable;
+}
+
+export interface ByteRange {
+  readonly start: number;
+  /** Inclusive. */
+  readonly end: number;
+}
+
+export interface PutOptions {
+  readonly signal?: AbortSignal;
+  /**
+   * Runs once every byte is durably written but before the blob becomes visible. Throwing here
+   * discards the upload: this is where a caller checks hashes it computed while streaming.
+   */
+  readonly beforeCommit?: (info: BlobInfo) => Promise<void>;
+  /** Replace an existing blob of that key (default: keep the existing one and report it). */
+  readonly overwrite?: boolean;
+}
+
+export interface PutResult extends BlobInfo {
+  /** False when a blob with this key already existed and was kept. */
+  readonly created: boolean;
+}
+
+export interface BlobStore {
+  head(key: string): Promise<BlobInfo | undefined>;
+  get(
+    key: string,
+    options?: { readonly range?: ByteRange; readonly signal?: AbortSignal },
+  ): Promise<BlobBody | undefined>;
+  /** Streams `source` into the store atomically: either the whole blob becomes visible or nothing. */
+  put(
+    key: string,
+    source: Readable | AsyncIterable<Buffer> | Iterable<Buffer>,
+    options?: PutOptions,
+  ): Promise<PutResult>;
+  delete(key: string): Promise<void>;
+  /** Every blob under `prefix` (e.g. `nar/`), for verify, gc and start-up reconciliation. */
+  list(prefix: string): AsyncIterable<{ readonly key: string; readonly size: number }>;
+  /** Removes what an interrupted process left behind (temp files); returns how many. */
+  cleanup(): Promise<number>;
+}

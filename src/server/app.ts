@@ -1,0 +1,147 @@
+/**
+ * HTTP wiring of the cache: fastify with bodies left unread (routes stream them), one error
+ * handler that turns the catalogue into status codes, one access-log line per request, and the
+ * Prometheus counters. Domain work happens in src/cache; routes only translate.
+ */
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from 'fastify';
+import type { Logger } from 'pino';
+import type { Cache } from '../cache/cache.ts';
+import type { ServeConfig } from '../config/serve-config.ts';
+import { FirnError } from '../errors.ts';
+import { requestToken } from './auth.ts';
+import type { ServerContext } from './context.ts';
+import { createMetrics } from './metrics.ts';
+import { registerCacheInfo } from './routes/cache-info.ts';
+import { registerExtras } from './routes/extras.ts';
+import { registerNar } from './routes/nar.ts';
+import { registerNarInfo } from './routes/narinfo.ts';
+import { registerOps } from './routes/ops.ts';
+
+export interface AppOptions {
+  readonly cache: Cache;
+  readonly config: ServeConfig;
+  readonly logger: Logger;
+}
+
+const TOUCH_FLUSH_MS = 10_000;
+
+export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
+  const logger: FastifyBaseLogger = options.logger;
+  const app: FastifyInstance = Fastify({
+    loggerInstance: logger,
+    // Our own onResponse hook writes one access line per request instead.
+    logController: new LogController({ disableRequestLogging: true }),
+    // Multi-GiB NARs stream for minutes; node's 300 s default would cut them off.
+    requestTimeout: 0,
+    connectionTimeout: 0,
+    keepAliveTimeout: 65_000,
+    return503OnClosing: true,
+    exposeHeadRoutes: false,
+    routerOptions: { ignoreTrailingSlash: false, maxParamLength: 512 },
+  });
+  const ctx: ServerContext = {
+    cache: options.cache,
+    config: options.config,
+    metrics: createMetrics(options.cache.index),
+    auth: { index: options.cache.index, privateReads: options.config.private },
+    logger: options.logger,
+    startedAt: Date.now(),
+  };
+
+  // Bodies are streamed or read with limits by the routes themselves.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_request, _payload, done) => {
+    done(null);
+  });
+
+  app.setErrorHandler((error: FastifyError, request, reply) =>
+    sendError(ctx, error, request, reply),
+  );
+  app.setNotFoundHandler((request, reply) => {
+    request.raw.resume();
+    void reply
+      .code(404)
+      .header('cache-control', 'no-store')
+      .type('text/plain')
+      .send(`not found: ${request.url}\n`);
+  });
+  app.addHook('onResponse', (request, reply, done) => {
+    logAccess(ctx, request, reply);
+    done();
+  });
+
+  registerCacheInfo(app, ctx);
+  registerNarInfo(app, ctx);
+  registerNar(app, ctx);
+  registerExtras(app, ctx);
+  registerOps(app, ctx);
+
+  const flush = setInterval(() => {
+    ctx.cache.index.flushTouches().catch((error: unknown) => {
+      ctx.logger.warn({ err: error }, 'could not record last-access times');
+    });
+  }, TOUCH_FLUSH_MS);
+  flush.unref();
+  app.addHook('onClose', async () => {
+    clearInterval(flush);
+    await ctx.cache.index.flushTouches();
+  });
+  await app.ready();
+  return app;
+}
+
+function sendError(
+  ctx: ServerContext,
+  error: FastifyError | FirnError,
+  request: FastifyRequest,
+  reply: FastifyReply,
+): FastifyReply {
+  const firn = FirnError.is(error);
+  const status = firn ? error.httpStatus : (error.statusCode ?? 500);
+  const code = firn ? error.code : status >= 500 ? 'FIRN_E_INTERNAL' : 'FIRN_E_BAD_REQUEST';
+  if (request.method === 'PUT' || request.method === 'POST') {
+    ctx.metrics.refusedUploads.inc({ reason: code });
+    // Whatever the client still sends is not wanted; drain it so the connection stays usable.
+    if (!request.raw.complete) request.raw.resume();
+  }
+  if (status >= 500) request.log.error({ err: error }, 'request failed');
+  else request.log.info({ code, reason: error.message }, 'request refused');
+  const hint = firn && error.hint !== undefined ? `hint: ${error.hint}\n` : '';
+  if (status === 401) reply.header('www-authenticate', 'Basic realm="firn"');
+  if (status === 404) reply.header('cache-control', 'no-store');
+  if (status === 416 && firn)
+    reply.header(
+      'content-range',
+      `bytes */${typeof error.details?.size === 'number' ? error.details.size : '*'}`,
+    );
+  const message = status >= 500 && !firn ? 'internal error' : error.message;
+  return reply.code(status).type('text/plain; charset=utf-8').send(`${message} [${code}]\n${hint}`);
+}
+
+function logAccess(ctx: ServerContext, request: FastifyRequest, reply: FastifyReply): void {
+  const route = request.routeOptions.url ?? 'unmatched';
+  const status = reply.statusCode;
+  ctx.metrics.requests.inc({ route, method: request.method, status });
+  const length = Number(reply.getHeader('content-length') ?? 0);
+  // Counted once the whole body went out; an aborted download counts nothing.
+  if (request.method === 'GET' && reply.raw.writableFinished) ctx.metrics.bytesOut.inc(length);
+  const ms = reply.elapsedTime.toFixed(1);
+  request.log.info(
+    {
+      method: request.method,
+      url: request.url,
+      status,
+      ms: Number(ms),
+      bytes: length,
+      token: requestToken(request)?.name,
+    },
+    `${request.method} ${request.url} ${status} ${ms}ms`,
+  );
+}
