@@ -1,12 +1,14 @@
 /**
  * NAR packing and hashing: firn against Nix on the same trees, in the same run.
  *
- *   node bench/nar-pack.ts [--reps N] [--dir DIR]
+ *   node bench/nar-pack.ts [--reps N] [--dir DIR] [--compile-cache]
  *
  * Builds (a) a tree holding one 1 GiB file and (b) a tree of 50,000 small files in nested
  * directories, then times `firn hash path` vs `nix hash path` and `firn nar pack > /dev/null`
  * vs `nix-store --dump > /dev/null` (median of N runs, interleaved, after one warm-up run each)
  * and records peak RSS. Prints a markdown table. Needs nix-store and nix on PATH.
+ * --compile-cache runs firn with NODE_COMPILE_CACHE set (a temp dir), which skips TypeScript
+ * stripping at startup; without it firn runs exactly as bin/firn starts it.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -31,7 +33,11 @@ const TIME = '/usr/bin/time';
 const MiB = 1024 * 1024;
 
 const { values } = parseArgs({
-  options: { reps: { type: 'string', default: '5' }, dir: { type: 'string' } },
+  options: {
+    reps: { type: 'string', default: '5' },
+    dir: { type: 'string' },
+    'compile-cache': { type: 'boolean', default: false },
+  },
 });
 const REPS = Number(values.reps);
 
@@ -136,19 +142,24 @@ interface Row {
   readonly nix: readonly Sample[];
 }
 
+interface Envs {
+  readonly firn: NodeJS.ProcessEnv;
+  readonly nix: NodeJS.ProcessEnv;
+}
+
 async function compare(
   name: string,
   firn: readonly string[],
   nix: readonly [string, ...string[]],
-  env: NodeJS.ProcessEnv,
+  envs: Envs,
 ): Promise<Row> {
-  await measure(FIRN, firn, env); // warm-up: page cache, compile caches
-  await measure(nix[0], nix.slice(1), env);
+  await measure(FIRN, firn, envs.firn); // warm-up: page cache, compile caches
+  await measure(nix[0], nix.slice(1), envs.nix);
   const ours: Sample[] = [];
   const theirs: Sample[] = [];
   for (let i = 0; i < REPS; i++) {
-    ours.push(await measure(FIRN, firn, env));
-    theirs.push(await measure(nix[0], nix.slice(1), env));
+    ours.push(await measure(FIRN, firn, envs.firn));
+    theirs.push(await measure(nix[0], nix.slice(1), envs.nix));
   }
   process.stderr.write(`  ${name}: done\n`);
   return { name, firn: ours, nix: theirs };
@@ -185,6 +196,10 @@ async function main(): Promise<void> {
   });
   try {
     const env = { ...process.env, NIX_CONFIG: 'experimental-features = nix-command' };
+    const firnEnv = values['compile-cache']
+      ? { ...env, NODE_COMPILE_CACHE: join(root, 'node-cache') }
+      : env;
+    const envs: Envs = { firn: firnEnv, nix: env };
     const big = join(root, 'big');
     const small = join(root, 'small');
     process.stderr.write(`building trees in ${root}\n`);
@@ -200,13 +215,13 @@ async function main(): Promise<void> {
           `hash path, ${label}`,
           ['hash', 'path', path],
           ['nix', 'hash', 'path', path],
-          env,
+          envs,
         ),
         await compare(
           `pack > /dev/null, ${label}`,
           ['nar', 'pack', path],
           ['nix-store', '--dump', path],
-          env,
+          envs,
         ),
       );
     }
@@ -223,7 +238,8 @@ async function main(): Promise<void> {
     });
     process.stdout.write(
       `NAR pack/hash, median of ${REPS} runs after a warm-up; node ${process.version}, ${nixVersion}; ` +
-        `RSS via ${haveTime ? '/usr/bin/time -f %M' : '/proc/<pid>/status VmHWM polling'}\n\n` +
+        `RSS via ${haveTime ? '/usr/bin/time -f %M' : '/proc/<pid>/status VmHWM polling'}` +
+        `${values['compile-cache'] ? '; firn with NODE_COMPILE_CACHE' : ''}\n\n` +
         table(rows) +
         '\n',
     );

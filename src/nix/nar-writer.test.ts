@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { Writable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
@@ -141,6 +142,26 @@ test('narStream yields the same bytes as narChunks', async (t) => {
   const parts: Buffer[] = [];
   for await (const chunk of narStream(path)) parts.push(chunk as Buffer);
   assert.deepEqual(Buffer.concat(parts), encodeNar(tree));
+});
+
+test('writeNar writes through a Writable with backpressure and recycles its buffers', async (t) => {
+  const tree = dir({ a: file(Buffer.alloc(3 * NAR_CHUNK_SIZE + 17, 3)), b: file('b', true) });
+  const path = join(tempDir(t), 't');
+  materialize(tree, path);
+  const parts: Buffer[] = [];
+  const seen = new Set<ArrayBufferLike>();
+  const slow = new Writable({
+    highWaterMark: 1024,
+    write(chunk: Buffer, _encoding, callback) {
+      parts.push(Buffer.from(chunk)); // copy: the buffer is reused once the callback ran
+      seen.add(chunk.buffer);
+      setTimeout(callback, 1);
+    },
+  });
+  const size = await writeNar(path, slow);
+  assert.deepEqual(Buffer.concat(parts), encodeNar(tree));
+  assert.equal(size, encodeNar(tree).length);
+  assert.ok(seen.size <= 2, `${seen.size} buffers for ${parts.length} chunks`);
 });
 
 test('hashPathNar gives the hash and size of the NAR', async (t) => {
