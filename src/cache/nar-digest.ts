@@ -1,13 +1,15 @@
 /**
  * Measuring a stored NAR file as it streams: sha256 and size of the file as stored, and through a
  * decompressor, sha256 and size of the NAR inside. Used by uploads (to verify before committing)
- * and by `firn cache verify` (to find corruption later).
+ * and by `firn cache verify` (to find corruption later). The NAR is parsed on the way, so a
+ * malformed one (bad padding, unsorted or hostile names, trailing bytes) is refused too.
  */
 import { createHash, type Hash as Hasher } from 'node:crypto';
 import type { Duplex, Readable } from 'node:stream';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { firnError } from '../errors.ts';
+import { FirnError, firnError } from '../errors.ts';
+import { NarParser } from '../nix/nar-reader.ts';
 import { createDecompressor, type Compression } from './compression.ts';
 
 export interface NarFacts {
@@ -35,11 +37,28 @@ export class NarDigest {
   constructor(compression: Compression, maxBytes: number) {
     this.#maxBytes = maxBytes;
     this.#decompressor = createDecompressor(compression);
+    // The NAR is also parsed: a cache must not sign bytes that no Nix could unpack.
+    const parser = new NarParser();
     const sink = new Writable({
       highWaterMark: 1 << 20,
       write: (chunk: Buffer, _encoding, callback) => {
         this.#narHasher.update(chunk);
         this.#narSize += chunk.length;
+        try {
+          parser.push(chunk);
+        } catch (error) {
+          callback(error as Error);
+          return;
+        }
+        callback();
+      },
+      final: (callback) => {
+        try {
+          parser.end();
+        } catch (error) {
+          callback(error as Error);
+          return;
+        }
         callback();
       },
     });
@@ -109,6 +128,14 @@ export class NarDigest {
 }
 
 function asCorrupt(error: unknown): Error {
+  if (FirnError.is(error) && error.code.startsWith('FIRN_E_NAR_')) {
+    return firnError(error.code, `the uploaded NAR is not a valid NAR: ${error.message}`, {
+      cause: error,
+      details: error.details,
+      hint: 'produce NARs with nix-store --dump, nix copy or firn nar pack',
+    });
+  }
+  if (FirnError.is(error) && error.code !== 'FIRN_E_SUBPROCESS') return error;
   const reason = error instanceof Error ? error.message : String(error);
   return firnError('FIRN_E_UPLOAD_HASH_MISMATCH', `the NAR upload does not decompress: ${reason}`, {
     cause: error,

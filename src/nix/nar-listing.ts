@@ -21,26 +21,44 @@ function needsEscape(byte: number): boolean {
   return byte < 0x20 || byte === QUOTE || byte === BACKSLASH;
 }
 
+function escapeByte(byte: number): string {
+  if (byte === QUOTE) return '\\"';
+  if (byte === BACKSLASH) return '\\\\';
+  if (byte === 0x0a) return '\\n';
+  if (byte === 0x0d) return '\\r';
+  if (byte === 0x09) return '\\t';
+  return `\\u${byte.toString(16).padStart(4, '0')}`;
+}
+
+/**
+ * `bytes` as a JSON string literal escaped the way Nix 2.8 does, in latin1 form: one char per
+ * byte, so `Buffer.from(result, 'latin1')` gives the exact bytes.
+ */
+function jsonLatin1(bytes: Buffer): string {
+  let plain = true;
+  for (const byte of bytes) {
+    if (needsEscape(byte)) {
+      plain = false;
+      break;
+    }
+  }
+  if (plain) return `"${bytes.toString('latin1')}"`;
+  let out = '"';
+  for (const byte of bytes) out += needsEscape(byte) ? escapeByte(byte) : String.fromCharCode(byte);
+  return `${out}"`;
+}
+
 /** `bytes` as a JSON string literal, escaped the way Nix 2.8 does. */
 export function jsonStringBytes(bytes: Buffer): Buffer {
-  if (!bytes.some(needsEscape)) return Buffer.concat([QUOTE_BUFFER, bytes, QUOTE_BUFFER]);
-  const out: number[] = [QUOTE];
-  for (const byte of bytes) {
-    if (!needsEscape(byte)) out.push(byte);
-    else if (byte === QUOTE || byte === BACKSLASH) out.push(BACKSLASH, byte);
-    else if (byte === 0x0a) out.push(BACKSLASH, 0x6e);
-    else if (byte === 0x0d) out.push(BACKSLASH, 0x72);
-    else if (byte === 0x09) out.push(BACKSLASH, 0x74);
-    else for (const c of `\\u${byte.toString(16).padStart(4, '0')}`) out.push(c.charCodeAt(0));
-  }
-  out.push(QUOTE);
-  return Buffer.from(out);
+  return Buffer.from(jsonLatin1(bytes), 'latin1');
 }
-const QUOTE_BUFFER = Buffer.of(QUOTE);
 
-/** Collects reader events into the `.ls` JSON; memory grows with the number of entries only. */
+/**
+ * Collects reader events into the `.ls` JSON; memory grows with the number of entries only.
+ * The text is kept as a latin1 string (one char per byte) and encoded once at the end.
+ */
 export class NarListingBuilder {
-  readonly #parts: Buffer[] = [];
+  #out = '';
   /** Per open directory: whether an entry was written yet (a comma goes before the next). */
   readonly #hasEntries: boolean[] = [];
   #rootSeen = false;
@@ -50,33 +68,31 @@ export class NarListingBuilder {
     if (event.type === 'contents') return;
     if (event.type === 'directory-end') {
       this.#hasEntries.pop();
-      this.#text('}}');
+      this.#out += '}}';
       if (this.#hasEntries.length === 0) this.#rootClosed = true;
       return;
     }
     if (event.depth === 0) {
       this.#rootSeen = true;
-      this.#text('{"version":1,"root":');
+      this.#out += '{"version":1,"root":';
     } else {
-      if (this.#hasEntries.at(-1) === true) this.#text(',');
-      this.#hasEntries[this.#hasEntries.length - 1] = true;
-      this.#parts.push(jsonStringBytes(event.name));
-      this.#text(':');
+      const last = this.#hasEntries.length - 1;
+      this.#out +=
+        this.#hasEntries[last] === true
+          ? `,${jsonLatin1(event.name)}:`
+          : `${jsonLatin1(event.name)}:`;
+      this.#hasEntries[last] = true;
     }
     switch (event.type) {
       case 'directory':
-        this.#text('{"type":"directory","entries":{');
+        this.#out += '{"type":"directory","entries":{';
         this.#hasEntries.push(false);
         return;
       case 'regular':
-        this.#text(
-          `{"type":"regular","size":${event.size}${event.executable ? ',"executable":true' : ''},"narOffset":${event.contentsOffset}}`,
-        );
+        this.#out += `{"type":"regular","size":${event.size}${event.executable ? ',"executable":true' : ''},"narOffset":${event.contentsOffset}}`;
         break;
       case 'symlink':
-        this.#text('{"type":"symlink","target":');
-        this.#parts.push(jsonStringBytes(event.target));
-        this.#text('}');
+        this.#out += `{"type":"symlink","target":${jsonLatin1(event.target)}}`;
         break;
     }
     if (event.depth === 0) this.#rootClosed = true;
@@ -87,11 +103,7 @@ export class NarListingBuilder {
     if (!this.#rootSeen || !this.#rootClosed) {
       throw new Error('NarListingBuilder.finish called before the NAR was complete');
     }
-    return Buffer.concat([...this.#parts, Buffer.from('}')]);
-  }
-
-  #text(text: string): void {
-    this.#parts.push(Buffer.from(text, 'latin1'));
+    return Buffer.from(`${this.#out}}`, 'latin1');
   }
 }
 

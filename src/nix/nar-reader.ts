@@ -83,8 +83,13 @@ type State = (typeof S)[keyof typeof S];
 const MAGIC = encodeStrings(NAR_MAGIC);
 const TAG_LIMIT = 16; // longer than any tag; a longer string is refused before it is read
 
-function tag(text: string): Buffer {
-  return Buffer.from(text, 'latin1');
+/** A tag's bytes, and its whole encoded token (length, bytes, padding) for a quick compare. */
+interface Tag {
+  readonly text: Buffer;
+  readonly token: Buffer;
+}
+function tag(text: string): Tag {
+  return { text: Buffer.from(text, 'latin1'), token: encodeStrings(text) };
 }
 const T = {
   open: tag('('),
@@ -99,6 +104,7 @@ const T = {
   entry: tag('entry'),
   name: tag('name'),
   node: tag('node'),
+  empty: tag(''),
 } as const;
 
 const SLASH = 0x2f;
@@ -201,17 +207,17 @@ export class NarParser {
       case S.type:
         return this.#nodeType();
       case S.executableOrContents: {
-        if (!this.#tag()) return false;
-        if (this.#tokenIs(T.executable)) this.#state = S.executableValue;
-        else if (this.#tokenIs(T.contents)) this.#state = S.contentsLength;
+        if (this.#match(T.contents)) this.#state = S.contentsLength;
+        else if (this.#match(T.executable)) this.#state = S.executableValue;
+        else if (!this.#tag()) return false;
+        else if (this.#tokenIs(T.executable.text)) this.#state = S.executableValue;
+        else if (this.#tokenIs(T.contents.text)) this.#state = S.contentsLength;
         else throw this.#unexpected('"executable" or "contents"');
         return true;
       }
       case S.executableValue: {
-        if (!this.#tag()) return false;
-        if (this.#tokenLength !== 0) throw this.#unexpected('"" (the executable marker)');
+        if (!this.#expect(T.empty, S.contentsTag)) return false;
         this.#executable = true;
-        this.#state = S.contentsTag;
         return true;
       }
       case S.contentsTag:
@@ -279,25 +285,31 @@ export class NarParser {
   }
 
   #nodeType(): boolean {
-    if (!this.#tag()) return false;
-    const depth = this.#stack.length;
-    const info = {
-      path: this.#childPath,
-      name: this.#childName,
-      depth,
-      offset: this.#nodeOffset,
-    };
-    if (this.#tokenIs(T.regular)) {
+    let type: Tag;
+    if (this.#match(T.regular)) type = T.regular;
+    else if (this.#match(T.directory)) type = T.directory;
+    else if (this.#match(T.symlink)) type = T.symlink;
+    else if (!this.#tag()) return false;
+    else if (this.#tokenIs(T.regular.text)) type = T.regular;
+    else if (this.#tokenIs(T.directory.text)) type = T.directory;
+    else if (this.#tokenIs(T.symlink.text)) type = T.symlink;
+    else throw this.#unexpected('"regular", "symlink" or "directory"');
+    if (type === T.regular) {
       this.#executable = false;
       this.#state = S.executableOrContents;
-    } else if (this.#tokenIs(T.symlink)) {
+    } else if (type === T.symlink) {
       this.#state = S.targetTag;
-    } else if (this.#tokenIs(T.directory)) {
-      this.#stack.push({ path: this.#childPath, depth, previous: undefined });
-      this.#events.push({ type: 'directory', ...info });
-      this.#state = S.entryOrClose;
     } else {
-      throw this.#unexpected('"regular", "symlink" or "directory"');
+      const depth = this.#stack.length;
+      this.#stack.push({ path: this.#childPath, depth, previous: undefined });
+      this.#events.push({
+        type: 'directory',
+        path: this.#childPath,
+        name: this.#childName,
+        depth,
+        offset: this.#nodeOffset,
+      });
+      this.#state = S.entryOrClose;
     }
     return true;
   }
@@ -368,12 +380,17 @@ export class NarParser {
   }
 
   #entryOrClose(): boolean {
-    if (!this.#tag()) return false;
-    if (this.#tokenIs(T.entry)) {
+    let entry: boolean;
+    if (this.#match(T.entry)) entry = true;
+    else if (this.#match(T.close)) entry = false;
+    else if (!this.#tag()) return false;
+    else if (this.#tokenIs(T.entry.text)) entry = true;
+    else if (this.#tokenIs(T.close.text)) entry = false;
+    else throw this.#unexpected('"entry" or ")"');
+    if (entry) {
       this.#state = S.entryOpen;
       return true;
     }
-    if (!this.#tokenIs(T.close)) throw this.#unexpected('"entry" or ")"');
     const frame = this.#stack.pop();
     if (frame !== undefined) {
       this.#events.push({ type: 'directory-end', path: frame.path, depth: frame.depth });
@@ -412,8 +429,7 @@ export class NarParser {
     }
     frame.previous = name;
     this.#childName = name;
-    this.#childPath =
-      frame.path.length === 0 ? name : Buffer.concat([frame.path, Buffer.of(SLASH), name]);
+    this.#childPath = frame.path.length === 0 ? name : joinPath(frame.path, name);
     this.#state = S.nodeTag;
     return true;
   }
@@ -431,10 +447,32 @@ export class NarParser {
   }
 
   /** Reads the tag `expected` and moves to `next`. */
-  #expect(expected: Buffer, next: State): boolean {
-    if (!this.#tag()) return false;
-    if (!this.#tokenIs(expected)) throw this.#unexpected(`"${expected.toString('latin1')}"`);
+  #expect(expected: Tag, next: State): boolean {
+    if (!this.#match(expected)) {
+      if (!this.#tag()) return false;
+      if (!this.#tokenIs(expected.text)) {
+        throw this.#unexpected(`"${expected.text.toString('latin1')}"`);
+      }
+    }
     this.#state = next;
+    return true;
+  }
+
+  /**
+   * The fast path: when the whole encoded `tag` is next in the chunk, consumes it. Otherwise
+   * (split across chunks, or something else) the caller goes the general way.
+   */
+  #match(tag: Tag): boolean {
+    const token = tag.token;
+    const chunk = this.#chunk;
+    const pos = this.#pos;
+    if (this.#scratchLength !== 0 || this.#stringLength >= 0 || chunk.length - pos < token.length) {
+      return false;
+    }
+    for (let i = 0; i < token.length; i++) {
+      if (chunk[pos + i] !== token[i]) return false;
+    }
+    this.#pos = pos + token.length;
     return true;
   }
 
@@ -499,8 +537,14 @@ export class NarParser {
 
   /** The u64 just taken, as a number; lengths beyond 2^53 come out as Infinity. */
   #u64(): number {
-    const low = this.#tokenBuffer.readUInt32LE(this.#tokenAt);
-    const high = this.#tokenBuffer.readUInt32LE(this.#tokenAt + 4);
+    const b = this.#tokenBuffer;
+    const at = this.#tokenAt;
+    const low =
+      ((b[at] ?? 0) | ((b[at + 1] ?? 0) << 8) | ((b[at + 2] ?? 0) << 16)) +
+      (b[at + 3] ?? 0) * 0x100_0000;
+    const high =
+      ((b[at + 4] ?? 0) | ((b[at + 5] ?? 0) << 8) | ((b[at + 6] ?? 0) << 16)) +
+      (b[at + 7] ?? 0) * 0x100_0000;
     return high >= 0x20_0000 ? Infinity : high * 0x1_0000_0000 + low;
   }
 
@@ -515,9 +559,9 @@ export class NarParser {
   }
 
   #copyToken(): Buffer {
-    return Buffer.from(
-      this.#tokenBuffer.subarray(this.#tokenAt, this.#tokenAt + this.#tokenLength),
-    );
+    const copy = Buffer.allocUnsafe(this.#tokenLength);
+    this.#tokenBuffer.copy(copy, 0, this.#tokenAt, this.#tokenAt + this.#tokenLength);
+    return copy;
   }
 
   #checkZero(buffer: Buffer, at: number, length: number, offset: number): void {
@@ -589,6 +633,15 @@ export class NarParser {
   #error(code: ErrorCode, message: string, offset: number): FirnError {
     return firnError(code, `${message} (at byte ${offset})`, { details: { offset } });
   }
+}
+
+/** `dir/name` in one allocation (Buffer.concat is slow for small pieces). */
+function joinPath(dir: Buffer, name: Buffer): Buffer {
+  const path = Buffer.allocUnsafe(dir.length + 1 + name.length);
+  dir.copy(path, 0);
+  path[dir.length] = SLASH;
+  name.copy(path, dir.length + 1);
+  return path;
 }
 
 /** Nix refuses these names on restore; they could also step out of the destination. */

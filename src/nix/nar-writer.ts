@@ -19,7 +19,6 @@ import {
   type Dirent,
   type Stats,
 } from 'node:fs';
-import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { Readable, type Writable } from 'node:stream';
 import { setImmediate as nextTurn } from 'node:timers/promises';
@@ -44,7 +43,6 @@ const DIRECTORY = encodeStrings('(', 'type', 'directory');
 const ENTRY = encodeStrings('entry', '(', 'name');
 const NODE = encodeStrings('node');
 const CLOSE = encodeStrings(')');
-const ZEROES = Buffer.alloc(8);
 const SLASH = Buffer.from('/');
 
 const OPEN_FLAGS = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
@@ -71,7 +69,7 @@ function chunkSource(options: NarWriteOptions): () => Buffer {
  * Chunk buffers a writer hands back once they were written, so packing a large tree reuses a
  * few buffers instead of leaving a trail of garbage for the GC (which showed as 250 MB of RSS).
  */
-class ChunkPool {
+export class ChunkPool {
   readonly #free: ArrayBuffer[] = [];
 
   get(): Buffer {
@@ -129,14 +127,19 @@ class ChunkBuffer {
   putLatin1String(name: string): void {
     this.putLength(name.length);
     this.pos += this.buffer.write(name, this.pos, 'latin1');
-    this.put(ZEROES.subarray(0, padLength(name.length)));
+    this.putPadding(name.length);
   }
 
   /** Writes a NAR string (length, bytes, padding). */
   putString(bytes: Uint8Array): void {
     this.putLength(bytes.length);
     this.put(bytes);
-    this.put(ZEROES.subarray(0, padLength(bytes.length)));
+    this.putPadding(bytes.length);
+  }
+
+  /** Zero bytes up to the next multiple of 8 after a string of `length` bytes. */
+  putPadding(length: number): void {
+    for (let n = padLength(length); n > 0; n--) this.buffer[this.pos++] = 0;
   }
 
   putLength(length: number): void {
@@ -309,7 +312,7 @@ export function* narChunks(path: string, options: NarWriteOptions = {}): Generat
         closeSync(node.file.fd);
       }
       if (out.room() < 8 + CLOSE.length) yield out.take();
-      out.put(ZEROES.subarray(0, padLength(size)));
+      out.putPadding(size);
       out.put(CLOSE);
     } else {
       const need = SYMLINK.length + stringSize(node.target.length) + CLOSE.length;
@@ -431,6 +434,8 @@ export async function hashPathNar(
   path: string,
   algorithm: HashAlgorithm = 'sha256',
 ): Promise<NarDigest> {
+  // Loaded here: `firn nar pack` does not need node:crypto, and it costs milliseconds to load.
+  const { createHash } = await import('node:crypto');
   const hash = createHash(algorithm);
   let size = 0;
   let turn = performance.now();

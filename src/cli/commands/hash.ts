@@ -61,7 +61,7 @@ async function hashPath(ctx: CommandContext): Promise<number> {
   if (args === undefined) return 0;
   const chosen = ENCODING_FLAGS.filter((flag) => args.values[flag] === true);
   if (chosen.length > 1) {
-    throw usageError(pathHelp, `choose one of --${chosen.join(', --')}`);
+    throw usageError(pathHelp, `give only one of --${chosen.join(', --')}`);
   }
   const encoding: HashEncoding = chosen[0] === 'base32' ? 'nix32' : (chosen[0] ?? 'sri');
   const algorithm: HashAlgorithm = parseHashAlgorithm(args.values.type ?? 'sha256');
