@@ -200,6 +200,36 @@ export const ERRORS = {
     exit: UNAVAILABLE,
     status: 503,
   },
+
+  // ── push ─────────────────────────────────────────────────────────────────
+  FIRN_E_PATH_NOT_IN_STORE: {
+    summary: 'A path to push is not a valid path in the local Nix store',
+    exit: NOINPUT,
+    status: 404,
+  },
+  FIRN_E_CACHE_UNREACHABLE: {
+    summary: 'The cache did not answer, even after retries',
+    exit: UNAVAILABLE,
+    status: 502,
+  },
+  FIRN_E_PUSH_FAILED: {
+    summary: 'The cache refused an upload, or some paths were not stored',
+    exit: UNAVAILABLE,
+    status: 502,
+  },
+  FIRN_E_SPOOL: { summary: 'The upload spool cannot be read or written', exit: IOERR, status: 500 },
+
+  // ── fleet ────────────────────────────────────────────────────────────────
+  FIRN_E_FLEET_INVALID: {
+    summary: 'The fleet inventory (firn.toml) is not valid',
+    exit: CONFIG,
+    status: 500,
+  },
+  FIRN_E_FLEET_HOST_UNKNOWN: {
+    summary: 'A host or @tag names no host in the fleet inventory',
+    exit: USAGE,
+    status: 404,
+  },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERRORS;

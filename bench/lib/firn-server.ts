@@ -48,7 +48,11 @@ export async function startFirn(options: {
   } finally {
     closeSync(log);
   }
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const exited = new Promise<void>((resolve) =>
+    child.once('exit', () => {
+      resolve();
+    }),
+  );
   const url = `http://127.0.0.1:${port}`;
   await waitUntilUp(url, child, options.logFile);
   const pid = nodePidOf(child.pid ?? 0);

@@ -26,7 +26,7 @@ export function onPath(command: string): boolean {
 /** The first line a program prints (stdout, else stderr) for `args`, e.g. a version. */
 export function firstLine(command: string, args: readonly string[]): string {
   const result = spawnSync(command, [...args], { encoding: 'utf8' });
-  const text = `${result.stdout}`.trim() === '' ? `${result.stderr}` : `${result.stdout}`;
+  const text = result.stdout.trim() === '' ? result.stderr : result.stdout;
   return text.trim().split('\n')[0] ?? '';
 }
 

@@ -68,7 +68,8 @@ export interface CacheIndex {
   getNar(key: string): Promise<NarRecord | undefined>;
   putNar(record: NarRecord): Promise<void>;
   /** Adds a path atomically with its references. Returns false if the hash part already exists. */
-  addPath(record: PathRecord): Promise<boolean>;
+  /** `requiredReferences` (hash parts) must exist at commit, else FIRN_E_UPLOAD_REFERENCE_MISSING. */
+  addPath(record: PathRecord, requiredReferences?: readonly string[]): Promise<boolean>;
   /** Records reads for LRU eviction; implementations may batch these. */
   touch(hashPart: string, at: number): void;
   flushTouches(): Promise<void>;
@@ -80,7 +81,10 @@ export interface CacheIndex {
   referencesOf(hashPart: string): Promise<string[]>;
   /** Keys of NARs no path uses that were uploaded before `before` (abandoned uploads). */
   listUnusedNars(before: number): Promise<string[]>;
-  /** Deletes paths and returns the NAR keys no remaining path uses (the caller deletes those blobs). */
+  /**
+   * Deletes paths (skipping any that a remaining path references) and returns the NAR keys no
+   * remaining path uses; the caller deletes those blobs.
+   */
   deletePaths(hashParts: readonly string[]): Promise<string[]>;
   listNars(): Promise<NarRecord[]>;
   deleteNar(key: string): Promise<void>;

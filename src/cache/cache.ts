@@ -3,7 +3,8 @@
  * Opening also repairs what a crash can leave: temp files are removed, blobs the index does not
  * know are deleted (they were never committed) and index rows whose blob is gone are dropped.
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, stat } from 'node:fs/promises';
+import { firnError } from '../errors.ts';
 import { join } from 'node:path';
 import type { BlobStore } from './blob-store.ts';
 import type { CacheIndex } from './cache-index.ts';
@@ -35,6 +36,31 @@ export interface OpenReport {
   readonly tempFilesRemoved: number;
   readonly orphanBlobsRemoved: number;
   readonly danglingRowsRemoved: number;
+}
+
+export interface Storage {
+  readonly blobs: BlobStore;
+  readonly index: CacheIndex;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens an existing cache's blobs and index for `firn cache gc|verify`, which may run beside
+ * `firn serve`: no key is made and nothing is repaired (an upload in flight looks like debris).
+ */
+export async function openStorage(dataDir: string): Promise<Storage> {
+  try {
+    await stat(join(dataDir, 'index.sqlite'));
+  } catch (error) {
+    throw firnError('FIRN_E_FILE_NOT_FOUND', `there is no firn cache in ${dataDir}`, {
+      cause: error,
+      hint: 'pass the directory firn serve uses with --data (or FIRN_DATA)',
+    });
+  }
+  const blobs = new FsBlobStore(join(dataDir, 'blobs'));
+  await blobs.init();
+  const index = new SqliteIndex(join(dataDir, 'index.sqlite'));
+  return { blobs, index, close: () => index.close() };
 }
 
 /** Opens only the index, for commands (tokens) that must not touch blobs or keys. */

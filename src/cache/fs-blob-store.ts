@@ -18,7 +18,7 @@ import type {
   PutResult,
 } from './blob-store.ts';
 
-const KEY = /^[a-z-]+(?:\/[A-Za-z0-9+._=?!-]+)+$/;
+const KEY = /^[a-z][a-z0-9-]*(?:\/[A-Za-z0-9+._=?!-]+)+$/;
 let tempCounter = 0;
 
 export class FsBlobStore implements BlobStore {

@@ -47,24 +47,29 @@ export async function collectGarbage(
 
   const evicted: PathSummary[] = [];
   const gone = new Set<string>();
-  let progress = true;
-  // Evicting a path can free the paths it referenced, which may be older still: repeat passes.
-  while (progress) {
-    progress = false;
-    for (const path of paths) {
-      if (gone.has(path.hashPart) || (referrerCount.get(path.hashPart) ?? 0) > 0 || !wanted(path))
-        continue;
-      gone.add(path.hashPart);
-      evicted.push(path);
-      progress = true;
-      for (const reference of await index.referencesOf(path.hashPart)) {
-        if (reference !== path.hashPart)
-          referrerCount.set(reference, (referrerCount.get(reference) ?? 1) - 1);
-      }
-      const users = (narUsers.get(path.narKey) ?? 1) - 1;
-      narUsers.set(path.narKey, users);
-      if (users === 0) remainingBytes -= narSize.get(path.narKey)?.fileSize ?? 0;
+  // Oldest first among the paths no kept path references. Evicting a path can free the paths
+  // it referenced, which may be older than anything evicted so far: they join the queue.
+  const position = new Map(paths.map((path, i) => [path.hashPart, i]));
+  const ready = new IndexHeap();
+  for (const [i, path] of paths.entries()) {
+    if ((referrerCount.get(path.hashPart) ?? 0) === 0) ready.push(i);
+  }
+  for (let i = ready.pop(); i !== undefined; i = ready.pop()) {
+    const path = paths[i];
+    // Every path still queued is newer and the cache fits: nothing more is wanted.
+    if (path === undefined || !wanted(path)) break;
+    gone.add(path.hashPart);
+    evicted.push(path);
+    for (const reference of await index.referencesOf(path.hashPart)) {
+      if (reference === path.hashPart) continue;
+      const left = (referrerCount.get(reference) ?? 1) - 1;
+      referrerCount.set(reference, left);
+      const at = position.get(reference);
+      if (left === 0 && at !== undefined) ready.push(at);
     }
+    const users = (narUsers.get(path.narKey) ?? 1) - 1;
+    narUsers.set(path.narKey, users);
+    if (users === 0) remainingBytes -= narSize.get(path.narKey)?.fileSize ?? 0;
   }
   const keptForReferrers = paths.filter((path) => !gone.has(path.hashPart) && wanted(path)).length;
   if (options.dryRun === true) {
@@ -114,4 +119,40 @@ async function countReferrers(
     }
   }
   return counts;
+}
+
+/** A binary min-heap of indices into the LRU-ordered path list: smallest index is oldest. */
+class IndexHeap {
+  readonly #items: number[] = [];
+
+  push(value: number): void {
+    const items = this.#items;
+    items.push(value);
+    for (let i = items.length - 1; i > 0;) {
+      const parent = (i - 1) >> 1;
+      const [up, down] = [items[i] ?? 0, items[parent] ?? 0];
+      if (down <= up) break;
+      items[i] = down;
+      items[parent] = up;
+      i = parent;
+    }
+  }
+
+  pop(): number | undefined {
+    const items = this.#items;
+    const top = items[0];
+    const last = items.pop();
+    if (items.length === 0 || last === undefined) return top;
+    items[0] = last;
+    for (let i = 0; ;) {
+      const [left, right] = [2 * i + 1, 2 * i + 2];
+      let smallest = i;
+      if (left < items.length && (items[left] ?? 0) < (items[smallest] ?? 0)) smallest = left;
+      if (right < items.length && (items[right] ?? 0) < (items[smallest] ?? 0)) smallest = right;
+      if (smallest === i) break;
+      [items[i], items[smallest]] = [items[smallest] ?? 0, items[i] ?? 0];
+      i = smallest;
+    }
+    return top;
+  }
 }

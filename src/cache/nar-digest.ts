@@ -81,7 +81,7 @@ export class NarDigest {
             'FIRN_E_INPUT_TOO_LARGE',
             `NAR upload exceeds the limit of ${this.#maxBytes} bytes`,
             {
-              hint: 'raise max-nar-bytes in the cache configuration if this is expected',
+              hint: 'raise max-nar-size in the cache configuration if this is expected',
             },
           );
         }

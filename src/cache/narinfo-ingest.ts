@@ -77,7 +77,11 @@ export async function ingestNarInfo(
     uploadedAt: Date.now(),
     uploadedBy: upload.uploadedBy,
   };
-  if (await deps.index.addPath(record)) return { created: true, storePath: info.storePath };
+  const required = deps.requireReferences
+    ? references.filter((hashPart) => hashPart !== storePath.hashPart)
+    : [];
+  if (await deps.index.addPath(record, required))
+    return { created: true, storePath: info.storePath };
   // Another upload of the same path committed between our check and our insert.
   const winner = await deps.index.getPath(storePath.hashPart);
   if (winner === undefined) throw new Error(`path ${info.storePath} vanished during commit`);

@@ -176,6 +176,27 @@ describe('deleting', () => {
     assert.deepEqual(await index.deletePaths([HASH_B]), ['nar/shared.nar.zst']);
   });
 
+  test('deletePaths keeps a path that a path outside the set references, and what it references', async () => {
+    await index.putNar(nar('n1'));
+    await index.addPath(path(HASH_A, 'nar/n1.nar.zst'));
+    await index.addPath(path(HASH_B, 'nar/n1.nar.zst', [HASH_A]));
+    // gc planned to evict A and B, but C (uploaded meanwhile) references B.
+    await index.addPath(path(HASH_C, 'nar/n1.nar.zst', [HASH_B]));
+    assert.deepEqual(await index.deletePaths([HASH_B, HASH_A]), []);
+    assert.deepEqual(await index.missing([HASH_A, HASH_B, HASH_C]), []);
+  });
+
+  test('addPath refuses, inside its transaction, a path whose required references are gone', async () => {
+    await index.putNar(nar('n1'));
+    await index.addPath(path(HASH_A, 'nar/n1.nar.zst'));
+    await assert.rejects(
+      async () => index.addPath(path(HASH_C, 'nar/n1.nar.zst', [HASH_A, HASH_B]), [HASH_A, HASH_B]),
+      (error: unknown) => FirnError.is(error) && error.code === 'FIRN_E_UPLOAD_REFERENCE_MISSING',
+    );
+    assert.deepEqual(await index.missing([HASH_C]), [HASH_C], 'nothing was committed');
+    assert.equal(await index.addPath(path(HASH_B, 'nar/n1.nar.zst', [HASH_A]), [HASH_A]), true);
+  });
+
   test('listUnusedNars lists NARs without paths created before the cut-off', async () => {
     await index.putNar(nar('old', 1, 1000));
     await index.putNar(nar('new', 1, 3000));

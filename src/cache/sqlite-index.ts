@@ -227,8 +227,22 @@ export class SqliteIndex implements CacheIndex {
     return Promise.resolve();
   }
 
-  addPath(record: PathRecord): Promise<boolean> {
+  addPath(record: PathRecord, requiredReferences: readonly string[] = []): Promise<boolean> {
     const added = this.#transaction(() => {
+      // Checked again inside the transaction: gc may have evicted a reference since the caller looked.
+      const missing = requiredReferences.filter(
+        (hashPart) => this.#stmt('hasPath').get(hashPart) === undefined,
+      );
+      if (missing.length > 0) {
+        throw firnError(
+          'FIRN_E_UPLOAD_REFERENCE_MISSING',
+          `refusing ${record.storePath}: references left the cache meanwhile (${missing.join(', ')})`,
+          {
+            hint: 'upload the missing references again, then this path',
+            details: { missing },
+          },
+        );
+      }
       const result = this.#stmt('addPath').run(
         record.hashPart,
         record.storePath,
@@ -304,8 +318,21 @@ export class SqliteIndex implements CacheIndex {
 
   deletePaths(hashParts: readonly string[]): Promise<string[]> {
     const orphaned = this.#transaction(() => {
+      // A path uploaded since gc made its plan may reference one of these: that one stays, and
+      // so do the paths it references in turn.
+      const doomed = new Set(hashParts);
+      for (let changed = true; changed;) {
+        changed = false;
+        for (const hashPart of doomed) {
+          const referrers = this.#stmt('referrers').all(hashPart) as { referrer: string }[];
+          if (referrers.some((row) => !doomed.has(row.referrer))) {
+            doomed.delete(hashPart);
+            changed = true;
+          }
+        }
+      }
       const narKeys = new Set<string>();
-      for (const hashPart of hashParts) {
+      for (const hashPart of doomed) {
         const row = this.#stmt('deletePath').get(hashPart) as { nar_key: string } | undefined;
         if (row !== undefined) narKeys.add(row.nar_key);
       }

@@ -13,6 +13,26 @@ export const COMMANDS: readonly CommandSpec[] = [
     load: () => import('./commands/cache.ts'),
   },
   {
+    name: 'push',
+    summary: 'upload closures to a cache, fast (bulk query, parallel, zstd)',
+    load: () => import('./commands/push.ts'),
+  },
+  {
+    name: 'hook',
+    summary: "Nix's post-build-hook: queue built paths for upload, return at once",
+    load: () => import('./commands/hook.ts'),
+  },
+  {
+    name: 'drain',
+    summary: 'upload what the hook queued, with retries (once or as a daemon)',
+    load: () => import('./commands/drain.ts'),
+  },
+  {
+    name: 'gen',
+    summary: 'derive nix.conf, machines files and NixOS modules from the fleet inventory',
+    load: () => import('./commands/gen.ts'),
+  },
+  {
     name: 'nar',
     summary: 'pack, unpack and list NAR archives',
     load: () => import('./commands/nar.ts'),

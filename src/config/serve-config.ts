@@ -12,7 +12,15 @@ import { parseSize } from './sizes.ts';
 
 const size = z.union([
   z.number().int().nonnegative(),
-  z.string().transform((text) => parseSize(text)),
+  z.string().transform((text, ctx) => {
+    // A throw here would escape zod and lose the key's name: report it as an issue instead.
+    try {
+      return parseSize(text);
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `invalid size '${text}' (write e.g. 500M, 20G)` });
+      return z.NEVER;
+    }
+  }),
 ]);
 
 export const serveConfigSchema = z.strictObject({

@@ -11,6 +11,8 @@ import Fastify, {
   type FastifyReply,
   type FastifyRequest,
 } from 'fastify';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Cache } from '../cache/cache.ts';
 import type { ServeConfig } from '../config/serve-config.ts';
@@ -45,6 +47,11 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     return503OnClosing: true,
     exposeHeadRoutes: false,
     routerOptions: { ignoreTrailingSlash: false, maxParamLength: 512 },
+    // Malformed URLs and over-long names get the same FIRN_E_ answers as every other refusal.
+    frameworkErrors: (error, request, reply) => {
+      sendError(ctx, error, request, reply);
+    },
+    clientErrorHandler: answerClientError,
   });
   const ctx: ServerContext = {
     cache: options.cache,
@@ -70,7 +77,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
       .code(404)
       .header('cache-control', 'no-store')
       .type('text/plain')
-      .send(`not found: ${request.url}\n`);
+      .send(`not found: ${request.url} [FIRN_E_NOT_FOUND]\n`);
   });
   app.addHook('onResponse', (request, reply, done) => {
     logAccess(ctx, request, reply);
@@ -108,8 +115,13 @@ function sendError(
   const code = firn ? error.code : status >= 500 ? 'FIRN_E_INTERNAL' : 'FIRN_E_BAD_REQUEST';
   if (request.method === 'PUT' || request.method === 'POST') {
     ctx.metrics.refusedUploads.inc({ reason: code });
-    // Whatever the client still sends is not wanted; drain it so the connection stays usable.
-    if (!request.raw.complete) request.raw.resume();
+  }
+  if (!request.raw.complete) {
+    // The rest of the body is not wanted. A body stream a route stopped reading midway cannot
+    // be drained, and the connection would hang on the client's next request: close it once
+    // the answer is out, and keep reading meanwhile so the client sees the answer.
+    reply.header('connection', 'close');
+    request.raw.resume();
   }
   if (status >= 500) request.log.error({ err: error }, 'request failed');
   else request.log.info({ code, reason: error.message }, 'request refused');
@@ -123,6 +135,22 @@ function sendError(
     );
   const message = status >= 500 && !firn ? 'internal error' : error.message;
   return reply.code(status).type('text/plain; charset=utf-8').send(`${message} [${code}]\n${hint}`);
+}
+
+/** Requests too malformed for fastify to see (bad framing, huge headers) still get a code. */
+function answerClientError(error: NodeJS.ErrnoException, socket: Socket): void {
+  if (error.code === 'ECONNRESET' || socket.destroyed || !socket.writable) return;
+  const status =
+    error.code === 'HPE_HEADER_OVERFLOW'
+      ? 431
+      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? 408
+        : 400;
+  const body = `malformed HTTP request (${error.code ?? 'unknown'}) [FIRN_E_BAD_REQUEST]\n`;
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nConnection: close\r\n` +
+      `Content-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
 }
 
 function logAccess(ctx: ServerContext, request: FastifyRequest, reply: FastifyReply): void {

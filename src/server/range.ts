@@ -4,13 +4,14 @@ import type { ByteRange } from '../cache/blob-store.ts';
 
 /**
  * Returns the range to serve, undefined to serve the whole body (no header, or a multi-range
- * request, which RFC 9110 lets a server ignore), or throws FIRN_E_RANGE_INVALID (416).
+ * request, which RFC 9110 lets a server ignore, or a unit other than bytes, which it must
+ * ignore), or throws FIRN_E_RANGE_INVALID (416).
  */
 export function parseRange(header: string | undefined, size: number): ByteRange | undefined {
-  if (header === undefined) return undefined;
-  const match = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (header === undefined || !/^\s*bytes=/i.test(header)) return undefined;
+  const match = /^bytes=(\d*)-(\d*)$/i.exec(header.trim());
   if (match === null) {
-    if (/^bytes=.*,/.test(header)) return undefined;
+    if (header.includes(',')) return undefined;
     throw unsatisfiable(header, size);
   }
   const [, first = '', last = ''] = match;

@@ -63,7 +63,16 @@ export async function startServer(
     url: `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${port}`,
     close: () => {
       closing ??= (async () => {
-        await app.close();
+        // A connection whose request ends after close() began would sit in keep-alive until
+        // keepAliveTimeout (65 s) and hold up the exit: close such connections as they idle.
+        const sweep = setInterval(() => {
+          app.server.closeIdleConnections();
+        }, 100);
+        try {
+          await app.close();
+        } finally {
+          clearInterval(sweep);
+        }
         await cache.close();
       })();
       return closing;

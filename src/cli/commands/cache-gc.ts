@@ -1,7 +1,6 @@
-import { openCache } from '../../cache/cache.ts';
+import { openStorage } from '../../cache/cache.ts';
 import { collectGarbage } from '../../cache/gc.ts';
 import { formatBytes, parseDuration, parseSize } from '../../config/sizes.ts';
-import { hostname } from 'node:os';
 import { parseCommandArgs, usageError, type CommandHelp } from '../args.ts';
 import type { CommandContext } from '../context.ts';
 import { DATA_OPTION_HELP, resolveDataDir } from '../data-dir.ts';
@@ -45,11 +44,8 @@ export async function run(ctx: CommandContext): Promise<number> {
     values['older-than'] === undefined
       ? undefined
       : parseDuration(values['older-than'], '--older-than');
-  const cache = await openCache({
-    dataDir: resolveDataDir(values.data, ctx.env),
-    keyName: `${hostname()}-1`,
-    storeDir: '/nix/store',
-  });
+  // `firn serve` may be running: open without repairing, so its uploads in flight survive.
+  const cache = await openStorage(resolveDataDir(values.data, ctx.env));
   try {
     const report = await collectGarbage(cache.index, cache.blobs, {
       maxSize,

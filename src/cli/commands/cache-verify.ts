@@ -1,5 +1,4 @@
-import { hostname } from 'node:os';
-import { openCache } from '../../cache/cache.ts';
+import { openStorage } from '../../cache/cache.ts';
 import { verifyCache } from '../../cache/verify.ts';
 import { formatBytes } from '../../config/sizes.ts';
 import { parseCommandArgs, type CommandHelp } from '../args.ts';
@@ -21,11 +20,8 @@ export async function run(ctx: CommandContext): Promise<number> {
     { min: 0, max: 0 },
   );
   if (args === undefined) return 0;
-  const cache = await openCache({
-    dataDir: resolveDataDir(args.values.data, ctx.env),
-    keyName: `${hostname()}-1`,
-    storeDir: '/nix/store',
-  });
+  // `firn serve` may be running: open without repairing, so its uploads in flight survive.
+  const cache = await openStorage(resolveDataDir(args.values.data, ctx.env));
   try {
     const tty = (ctx.stderr as { isTTY?: boolean }).isTTY === true && args.values.json !== true;
     const report = await verifyCache(cache.index, cache.blobs, (done, total) => {

@@ -1,0 +1,402 @@
+/**
+ * The binary cache: `firn serve` against nginx serving the same cache as static files, in one
+ * run, on the same data, over loopback only.
+ *
+ *   node bench/serve.ts                      # full run (a few minutes)
+ *   FIRN_BENCH_QUICK=1 node bench/serve.ts   # small smoke run
+ *
+ * Builds a fresh closure (a few hundred small paths and one large path, plus a separate huge
+ * path) in a chroot store, then measures:
+ *   1. uploads: `nix copy --to http://firn?compression=zstd` vs `--to file://DIR?compression=zstd`
+ *      of that closure into empty caches, wall time (median of FIRN_BENCH_REPS);
+ *   2. narinfo GETs: wrk, 64 connections, rotating over every narinfo: req/s and p99, firn with
+ *      --log-level warn (no access log) and info (access log to a file) vs nginx;
+ *   3. NAR downloads: 4 parallel curl downloads of the large NAR, MB/s;
+ *   4. peak RSS (VmHWM) of every firn server process through all of it, including the huge path
+ *      uploaded and downloaded.
+ * Prints a markdown report on stdout; progress goes to stderr. See bench/README.md.
+ */
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import {
+  chmodSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { makeNixEnv } from '../test/helpers/nix.ts';
+import { buildClosure, hashPart, narinfoUrls, SANDBOX_PATHS, type Sizes } from './lib/closure.ts';
+import { startFirn, type BenchServer } from './lib/firn-server.ts';
+import { startNginx, type Nginx } from './lib/nginx.ts';
+import { median, mustRun, requireTools } from './lib/procs.ts';
+import { machineFacts, ratio, table, yesNo, type Row } from './lib/report.ts';
+import { runWrk, writeRotatingScript, type WrkResult } from './lib/wrk.ts';
+
+const MiB = 1024 * 1024;
+const env = process.env;
+const QUICK = env.FIRN_BENCH_QUICK === '1';
+
+function setting(name: string, full: number, quick: number): number {
+  const value = env[name];
+  if (value === undefined || value === '') return QUICK ? quick : full;
+  const parsed = Number(value);
+  if (!Number.isFinite(parsed) || parsed < 0) throw new Error(`${name}=${value} is not a number`);
+  return parsed;
+}
+
+const SIZES: Sizes = {
+  smallPaths: setting('FIRN_BENCH_SMALL_PATHS', 300, 40),
+  largeBytes: setting('FIRN_BENCH_LARGE_MIB', 256, 32) * MiB,
+  hugeBytes: setting('FIRN_BENCH_HUGE_MIB', 2048, 256) * MiB,
+};
+const WRK_SECONDS = setting('FIRN_BENCH_WRK_SECONDS', 10, 3);
+const REPS = Math.max(1, setting('FIRN_BENCH_REPS', 3, 1));
+const CONNECTIONS = 64;
+const DOWNLOADS = 4;
+
+const GOALS = { narinfo: 0.8, download: 0.8, upload: 1.2, rssMb: 200 };
+
+const started = performance.now();
+function note(message: string): void {
+  process.stderr.write(
+    `[${((performance.now() - started) / 1000).toFixed(0).padStart(4)} s] ${message}\n`,
+  );
+}
+
+interface Run {
+  readonly dir: string;
+  readonly nixEnv: NodeJS.ProcessEnv;
+  readonly netrc: string;
+  /** Every firn server started, for the peak-memory row. */
+  readonly servers: BenchServer[];
+}
+
+let xdgCounter = 0;
+
+/** `nix copy` with its own empty narinfo cache, so no earlier answer is reused. */
+async function nixCopy(run: Run, store: string, to: string, path: string): Promise<number> {
+  const copyEnv = { ...run.nixEnv, XDG_CACHE_HOME: join(run.dir, `xdg-${++xdgCounter}`) };
+  const exit = await mustRun('nix', ['copy', '--store', store, '--to', to, path], copyEnv);
+  return exit.seconds;
+}
+
+async function firnServer(
+  run: Run,
+  dataDir: string,
+  logLevel: 'warn' | 'info',
+): Promise<BenchServer> {
+  const server = await startFirn({
+    dataDir,
+    logFile: join(run.dir, `firn-${logLevel}.log`),
+    logLevel,
+  });
+  run.servers.push(server);
+  const token = await server.token('push', `bench-${run.servers.length}`);
+  writeFileSync(run.netrc, `machine 127.0.0.1\nlogin firn\npassword ${token}\n`, { mode: 0o600 });
+  return server;
+}
+
+/** DOWNLOADS curl clients fetching `url` at once: MB/s over the whole wall time. */
+async function parallelDownload(url: string, expectedBytes: number): Promise<number> {
+  const begin = performance.now();
+  const exits = await Promise.all(
+    Array.from({ length: DOWNLOADS }, () =>
+      mustRun('curl', ['-sS', '-o', '/dev/null', '-w', '%{http_code} %{size_download}', url]),
+    ),
+  );
+  const seconds = (performance.now() - begin) / 1000;
+  for (const exit of exits) {
+    if (exit.stdout !== `200 ${expectedBytes}`)
+      throw new Error(`download of ${url} gave '${exit.stdout}', expected '200 ${expectedBytes}'`);
+  }
+  return (DOWNLOADS * expectedBytes) / seconds / 1e6;
+}
+
+/** The `URL:` of a narinfo, e.g. `nar/1abc….nar.zst`. */
+function narUrlOf(narinfo: string): string {
+  const match = /^URL: (.+)$/m.exec(narinfo);
+  if (match?.[1] === undefined) throw new Error(`narinfo without URL:\n${narinfo}`);
+  return match[1];
+}
+
+async function fetchText(url: string): Promise<string> {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`GET ${url}: ${response.status}`);
+  return response.text();
+}
+
+async function wrkBoth(label: string, url: string, script: string): Promise<WrkResult> {
+  // A short warm-up first: JIT, page cache, keep-alive connections.
+  await runWrk({
+    url,
+    script,
+    connections: CONNECTIONS,
+    threads: 2,
+    seconds: Math.min(2, WRK_SECONDS),
+  });
+  const result = await runWrk({
+    url,
+    script,
+    connections: CONNECTIONS,
+    threads: 2,
+    seconds: WRK_SECONDS,
+  });
+  if (result.errors > 0) throw new Error(`${label}: ${result.errors} failed requests under wrk`);
+  note(`${label}: ${result.requestsPerSecond.toFixed(0)} req/s, p99 ${result.p99Ms.toFixed(2)} ms`);
+  return result;
+}
+
+function commandLine(): string {
+  const vars = Object.keys(env)
+    .filter((name) => name.startsWith('FIRN_BENCH_'))
+    .sort()
+    .map((name) => `${name}=${env[name] ?? ''}`);
+  return [...vars, 'node', 'bench/serve.ts', ...process.argv.slice(2)].join(' ');
+}
+
+async function main(): Promise<void> {
+  requireTools([
+    { command: 'nginx', pkg: 'nginx-light' },
+    { command: 'wrk', pkg: 'wrk' },
+    { command: 'curl', pkg: 'curl' },
+    { command: 'nix', pkg: 'nix-bin' },
+    { command: 'nix-build', pkg: 'nix-bin' },
+  ]);
+  const dir = env.FIRN_BENCH_DIR ?? mkdtempSync(join(tmpdir(), 'firn-bench-serve-'));
+  mkdirSync(dir, { recursive: true });
+  chmodSync(dir, 0o755);
+  const netrc = join(dir, 'netrc');
+  const nix = makeNixEnv(
+    `extra-sandbox-paths = ${SANDBOX_PATHS.join(' ')}\nnetrc-file = ${netrc}\nmax-jobs = 4`,
+  );
+  const run: Run = { dir, nixEnv: nix.env, netrc, servers: [] };
+  let nginx: Nginx | undefined;
+  let live: BenchServer | undefined;
+  try {
+    note(
+      `building ${SIZES.smallPaths} small paths, a ${SIZES.largeBytes / MiB} MiB one and a ${SIZES.hugeBytes / MiB} MiB one in ${dir}`,
+    );
+    const closure = await buildClosure({ dir, env: nix.env, salt: randomUUID(), sizes: SIZES });
+    note(`closure: ${closure.paths.length} paths`);
+
+    // 1. Uploads, alternating which goes first so neither always meets a warmer page cache.
+    const uploadFirn: number[] = [];
+    const uploadFile: number[] = [];
+    let fileCache = '';
+    let firnData = '';
+    for (let rep = 0; rep < REPS; rep++) {
+      fileCache = join(dir, `file-cache-${rep}`);
+      firnData = join(dir, `firn-data-${rep}`);
+      const server = await firnServer(run, firnData, 'warn');
+      const toFile = async (): Promise<void> => {
+        uploadFile.push(
+          await nixCopy(run, closure.store, `file://${fileCache}?compression=zstd`, closure.root),
+        );
+      };
+      const toFirn = async (): Promise<void> => {
+        uploadFirn.push(
+          await nixCopy(run, closure.store, `${server.url}?compression=zstd`, closure.root),
+        );
+      };
+      if (rep % 2 === 0) {
+        await toFirn();
+        await toFile();
+      } else {
+        await toFile();
+        await toFirn();
+      }
+      note(
+        `upload ${rep + 1}/${REPS}: firn ${uploadFirn.at(-1)?.toFixed(2)} s, file:// ${uploadFile.at(-1)?.toFixed(2)} s`,
+      );
+      if (rep < REPS - 1) {
+        await server.stop();
+        rmSync(firnData, { recursive: true, force: true });
+        rmSync(fileCache, { recursive: true, force: true });
+      } else live = server;
+    }
+    if (live === undefined) throw new Error('no upload ran');
+
+    // 2. narinfo GETs over the same hash parts on both servers.
+    nginx = await startNginx(fileCache, join(dir, 'nginx'));
+    const urls = narinfoUrls(fileCache);
+    const script = join(dir, 'narinfo.lua');
+    writeRotatingScript(script, urls);
+    const narinfoNginx = await wrkBoth('narinfo nginx', nginx.url, script);
+    const narinfoWarn = await wrkBoth('narinfo firn (warn)', live.url, script);
+
+    // 3. NAR downloads of the large path, interleaved.
+    const largeHash = hashPart(closure.large);
+    const nginxNar = narUrlOf(readFileSync(join(fileCache, `${largeHash}.narinfo`), 'utf8'));
+    const firnNar = narUrlOf(await fetchText(`${live.url}/${largeHash}.narinfo`));
+    const largeNarBytes = statSync(join(fileCache, nginxNar)).size;
+    const downloadFirn: number[] = [];
+    const downloadNginx: number[] = [];
+    for (let rep = 0; rep < 3; rep++) {
+      downloadNginx.push(await parallelDownload(`${nginx.url}/${nginxNar}`, largeNarBytes));
+      downloadFirn.push(await parallelDownload(`${live.url}/${firnNar}`, largeNarBytes));
+    }
+    note(
+      `downloads: firn ${median(downloadFirn).toFixed(0)} MB/s, nginx ${median(downloadNginx).toFixed(0)} MB/s`,
+    );
+
+    // 4. The huge path through the warn server: upload, then download.
+    const hugeUpload = await nixCopy(
+      run,
+      closure.store,
+      `${live.url}?compression=zstd`,
+      closure.huge,
+    );
+    const hugeNar = narUrlOf(await fetchText(`${live.url}/${hashPart(closure.huge)}.narinfo`));
+    const hugeNarBytes = Number(
+      (await fetch(`${live.url}/${hugeNar}`, { method: 'HEAD' })).headers.get('content-length'),
+    );
+    const hugeDownloadBegin = performance.now();
+    const hugeDownload = await mustRun('curl', [
+      '-sS',
+      '-o',
+      '/dev/null',
+      '-w',
+      '%{http_code} %{size_download}',
+      `${live.url}/${hugeNar}`,
+    ]);
+    const hugeDownloadSeconds = (performance.now() - hugeDownloadBegin) / 1000;
+    if (hugeDownload.stdout !== `200 ${hugeNarBytes}`)
+      throw new Error(`huge download gave '${hugeDownload.stdout}'`);
+    note(
+      `huge path: upload ${hugeUpload.toFixed(1)} s, download ${hugeDownloadSeconds.toFixed(1)} s`,
+    );
+    const warnPeakKb = live.peakKb();
+    await live.stop();
+    live = undefined;
+
+    // 2b. narinfo GETs with the access log on, same data directory.
+    const infoServer = await firnServer(run, firnData, 'info');
+    live = infoServer;
+    const narinfoInfo = await wrkBoth('narinfo firn (info)', infoServer.url, script);
+    const accessLogBytes = statSync(join(dir, 'firn-info.log')).size;
+    await infoServer.stop();
+    live = undefined;
+    const nginxPeakKb = nginx.peakKb();
+    await nginx.stop();
+    nginx = undefined;
+
+    const peakKb = Math.max(...run.servers.map((server) => server.peakKb()));
+    const firnUpload = median(uploadFirn);
+    const fileUpload = median(uploadFile);
+    const firnDownload = median(downloadFirn);
+    const nginxDownload = median(downloadNginx);
+    const rows: Row[] = [
+      {
+        metric: `narinfo GET req/s (wrk, ${CONNECTIONS} conns, ${WRK_SECONDS} s, --log-level warn)`,
+        firn: narinfoWarn.requestsPerSecond.toFixed(0),
+        reference: narinfoNginx.requestsPerSecond.toFixed(0),
+        ratio: ratio(narinfoWarn.requestsPerSecond, narinfoNginx.requestsPerSecond),
+        goal: `≥ ${GOALS.narinfo}×`,
+        met: yesNo(narinfoWarn.requestsPerSecond >= GOALS.narinfo * narinfoNginx.requestsPerSecond),
+      },
+      {
+        metric: 'narinfo GET p99 latency, ms (--log-level warn)',
+        firn: narinfoWarn.p99Ms.toFixed(2),
+        reference: narinfoNginx.p99Ms.toFixed(2),
+        ratio: ratio(narinfoWarn.p99Ms, narinfoNginx.p99Ms),
+        goal: '—',
+        met: '—',
+      },
+      {
+        metric: 'narinfo GET req/s (--log-level info: access log to a file)',
+        firn: narinfoInfo.requestsPerSecond.toFixed(0),
+        reference: narinfoNginx.requestsPerSecond.toFixed(0),
+        ratio: ratio(narinfoInfo.requestsPerSecond, narinfoNginx.requestsPerSecond),
+        goal: `≥ ${GOALS.narinfo}×`,
+        met: yesNo(narinfoInfo.requestsPerSecond >= GOALS.narinfo * narinfoNginx.requestsPerSecond),
+      },
+      {
+        metric: 'narinfo GET p99 latency, ms (--log-level info)',
+        firn: narinfoInfo.p99Ms.toFixed(2),
+        reference: narinfoNginx.p99Ms.toFixed(2),
+        ratio: ratio(narinfoInfo.p99Ms, narinfoNginx.p99Ms),
+        goal: '—',
+        met: '—',
+      },
+      {
+        metric: `NAR download MB/s (${DOWNLOADS} parallel × ${(largeNarBytes / MiB).toFixed(0)} MiB)`,
+        firn: firnDownload.toFixed(0),
+        reference: nginxDownload.toFixed(0),
+        ratio: ratio(firnDownload, nginxDownload),
+        goal: `≥ ${GOALS.download}×`,
+        met: yesNo(firnDownload >= GOALS.download * nginxDownload),
+      },
+      {
+        metric: `upload wall time, s (nix copy of ${closure.paths.length} paths; reference: file://)`,
+        firn: firnUpload.toFixed(2),
+        reference: fileUpload.toFixed(2),
+        ratio: ratio(firnUpload, fileUpload),
+        goal: `≤ ${GOALS.upload}×`,
+        met: yesNo(firnUpload <= GOALS.upload * fileUpload),
+      },
+      {
+        metric: `peak RSS of the server, MB (all of it, incl. ${(SIZES.hugeBytes / MiB).toFixed(0)} MiB up and down; reference: largest nginx process)`,
+        firn: (peakKb / 1024).toFixed(0),
+        reference: (nginxPeakKb / 1024).toFixed(0),
+        ratio: '—',
+        goal: `≤ ${GOALS.rssMb} MB`,
+        met: yesNo(peakKb / 1024 <= GOALS.rssMb),
+      },
+    ];
+    const lines = [
+      `## firn serve vs nginx (static files)${QUICK ? ' — quick mode' : ''}`,
+      '',
+      table(rows),
+      '',
+      'Details:',
+      `- uploads (s), firn: ${uploadFirn.map((s) => s.toFixed(2)).join(', ')}; file://: ${uploadFile.map((s) => s.toFixed(2)).join(', ')}`,
+      `- downloads (MB/s), firn: ${downloadFirn.map((v) => v.toFixed(0)).join(', ')}; nginx: ${downloadNginx.map((v) => v.toFixed(0)).join(', ')}`,
+      `- narinfo p50 (ms): nginx ${narinfoNginx.p50Ms.toFixed(2)}, firn warn ${narinfoWarn.p50Ms.toFixed(2)}, firn info ${narinfoInfo.p50Ms.toFixed(2)}; ${urls.length} distinct narinfos; access log written: ${(accessLogBytes / MiB).toFixed(1)} MiB`,
+      `- huge path (${(hugeNarBytes / MiB).toFixed(0)} MiB NAR): nix copy to firn ${hugeUpload.toFixed(1)} s, one curl download ${hugeDownloadSeconds.toFixed(1)} s (${(hugeNarBytes / hugeDownloadSeconds / 1e6).toFixed(0)} MB/s); peak RSS of that server ${(warnPeakKb / 1024).toFixed(0)} MB`,
+      `- peak RSS per firn process (MB): ${run.servers.map((server) => (server.peakKb() / 1024).toFixed(0)).join(', ')}`,
+      `- wrk: 2 threads, ${CONNECTIONS} connections, ${WRK_SECONDS} s after a warm-up; nginx: worker_processes auto, sendfile on, access_log off; firn: one process`,
+      '',
+      'Command:',
+      '',
+      '```',
+      commandLine(),
+      '```',
+      '',
+      'Machine:',
+      '',
+      ...machineFacts(),
+      `- total run time: ${((performance.now() - started) / 1000).toFixed(0)} s`,
+      '',
+    ];
+    process.stdout.write(lines.join('\n'));
+  } finally {
+    await live?.stop();
+    await nginx?.stop();
+    for (const server of run.servers) await server.stop();
+    nix[Symbol.dispose]();
+    if (env.FIRN_BENCH_KEEP === '1' || env.FIRN_BENCH_DIR !== undefined) note(`kept ${dir}`);
+    else await removeTree(dir);
+  }
+}
+
+/** The chroot store's files are read-only; make them writable, then remove everything. */
+async function removeTree(dir: string): Promise<void> {
+  await new Promise<void>((resolve) => {
+    spawn('chmod', ['-R', 'u+w', dir], { stdio: 'ignore' }).once('close', () => {
+      resolve();
+    });
+  });
+  rmSync(dir, { recursive: true, force: true });
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(
+    `bench/serve.ts failed: ${error instanceof Error ? error.message : String(error)}\n`,
+  );
+  process.exitCode = 1;
+});

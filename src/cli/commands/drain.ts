@@ -1,0 +1,116 @@
+import { loadPushConfig } from '../../config/push-config.ts';
+import { drainForever, drainOnce } from '../../push/drain.ts';
+import { openPushSession } from '../../push/session.ts';
+import { parseCommandArgs, type CommandHelp } from '../args.ts';
+import type { CommandContext } from '../context.ts';
+import { createPushReporter } from '../reporters/push-reporter.ts';
+
+const help: CommandHelp = {
+  usage: 'firn drain [--once] [--cache URL] [--spool DIR] [options]',
+  description: [
+    'Upload what `firn hook` queued: the closures of the built paths (one bulk query, parallel',
+    'uploads, retries with backoff) and their build logs. An entry leaves the spool only once the',
+    'cache confirmed every path in it. Without --once, keeps running and waits for new entries',
+    '(run it as a service); stop it with SIGTERM. A drain that was killed leaves nothing behind:',
+    'the next one takes its entries back.',
+  ].join('\n'),
+  options: [
+    '--once                 drain what is queued, then exit (non-zero if entries are left)',
+    '--cache URL            the cache (FIRN_CACHE)',
+    '--spool DIR            the spool (FIRN_SPOOL; default /var/spool/firn for root)',
+    '--token-file FILE      a push token; else FIRN_TOKEN, else the netrc file Nix uses',
+    '--json                 NDJSON events on stdout',
+    '--jobs N               NARs uploaded at once (default 4)',
+    '--store DIR            root of a chroot store (as nix --store DIR)',
+    '--poll-interval 5s     how often to look at the spool besides watching it',
+    '--retries N            retries per request (default 5), --retry-delay 250ms',
+    '--config FILE          TOML config file ([push] table)',
+  ],
+  examples: [
+    'firn drain --once --cache http://ser5:5000',
+    'FIRN_CACHE=http://ser5:5000 firn drain',
+  ],
+};
+
+const options = {
+  once: { type: 'boolean' },
+  cache: { type: 'string' },
+  spool: { type: 'string' },
+  'token-file': { type: 'string' },
+  json: { type: 'boolean' },
+  jobs: { type: 'string' },
+  compression: { type: 'string' },
+  'compression-level': { type: 'string' },
+  upstream: { type: 'string', multiple: true },
+  store: { type: 'string' },
+  'poll-interval': { type: 'string' },
+  retries: { type: 'string' },
+  'retry-delay': { type: 'string' },
+  'path-info': { type: 'string' },
+  config: { type: 'string' },
+} as const;
+
+export async function run(ctx: CommandContext): Promise<number> {
+  const args = parseCommandArgs(ctx, help, options, { min: 0, max: 0 });
+  if (args === undefined) return 0;
+  const { values } = args;
+  const config = await loadPushConfig({
+    file: values.config ?? ctx.env.FIRN_CONFIG,
+    env: ctx.env,
+    flags: {
+      cache: values.cache,
+      spool: values.spool,
+      jobs: values.jobs,
+      compression: values.compression,
+      'compression-level': values['compression-level'],
+      upstreams: values.upstream,
+      store: values.store,
+      'poll-interval': values['poll-interval'],
+      retries: values.retries,
+      'retry-delay': values['retry-delay'],
+      'path-info': values['path-info'],
+    },
+  });
+  const reporter = createPushReporter({
+    json: values.json === true,
+    stdout: ctx.stdout,
+    stderr: ctx.stderr,
+    // A drain is a service: its output is a journal, not a terminal to redraw.
+    progress: values.once === true,
+  });
+  const session = await openPushSession({
+    config,
+    env: ctx.env,
+    tokenFileFlag: values['token-file'],
+    onRetry: (event) => {
+      reporter.emit({ event: 'retry', ...event });
+    },
+  });
+  const stop = new AbortController();
+  const onSignal = (): void => {
+    stop.abort(new Error('stopped by a signal'));
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+  const drainContext = {
+    ...session,
+    spool: config.spool,
+    env: ctx.env,
+    signal: stop.signal,
+    emit: reporter.emit.bind(reporter),
+  };
+  try {
+    if (values.once !== true) {
+      await drainForever(drainContext, config.pollIntervalMs);
+      return 0;
+    }
+    const summary = await drainOnce(drainContext);
+    if (summary.error !== undefined && summary.left > 0) throw summary.error;
+    return 0;
+  } finally {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
+    reporter.close();
+    session.close();
+  }
+}

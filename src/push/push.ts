@@ -1,0 +1,270 @@
+/**
+ * Pushing closures: ask the cache once which paths it lacks, skip what an upstream cache has,
+ * then upload the rest with a few NARs in flight at once. Each narinfo goes up only after its
+ * own NAR and its references' narinfos, so the cache never holds half a closure, and a path
+ * counts as stored only once the cache said so.
+ */
+import { FirnError, firnError } from '../errors.ts';
+import type { CacheClient } from './cache-client.ts';
+import { hashPartOf, referencesFirst } from './closure.ts';
+import type { Emit } from './events.ts';
+import { presentUpstream, queryMissing } from './missing.ts';
+import {
+  prepareNar,
+  uploadNar,
+  uploadNarInfo,
+  type NarOptions,
+  type PreparedNar,
+} from './nar-upload.ts';
+import { physicalPath, type LocalStore, type PathInfo, type PathInfoSource } from './path-info.ts';
+
+export interface PushContext {
+  readonly client: CacheClient;
+  readonly source: PathInfoSource;
+  readonly store: LocalStore;
+  readonly nar: NarOptions;
+  /** NARs packed and uploaded at once. */
+  readonly jobs: number;
+  readonly upstreams: readonly CacheClient[];
+  /** HEAD each NAR before sending it (worth it after an interrupted run). */
+  readonly checkNarFirst: boolean;
+  readonly emit: Emit;
+  readonly signal?: AbortSignal | undefined;
+}
+
+export interface PushResult {
+  /** Paths the cache holds now (found there or uploaded) or an upstream serves. */
+  readonly confirmed: ReadonlySet<string>;
+  readonly uploaded: number;
+  readonly narBytes: number;
+  readonly fileBytes: number;
+  /** Paths not stored, and why. */
+  readonly failures: ReadonlyMap<string, FirnError>;
+  /** Set when the push stopped early (cache unreachable, token refused, aborted). */
+  readonly fatal: unknown;
+}
+
+/** NARs at least this large start first: they take longest and wait on disk, not in memory. */
+const LARGE_NAR = 16 * 1024 * 1024;
+
+export async function pushClosure(roots: readonly string[], ctx: PushContext): Promise<PushResult> {
+  const started = performance.now();
+  const infos = await ctx.source.closure(roots);
+  const ordered = referencesFirst(infos);
+  const missing = new Set(
+    await queryMissing(
+      ctx.client,
+      ordered.map((info) => hashPartOf(info.path)),
+      ctx.signal,
+    ),
+  );
+  const upstream =
+    ctx.upstreams.length === 0 || missing.size === 0
+      ? new Set<string>()
+      : await presentUpstream(ctx.upstreams, [...missing], ctx.signal);
+  const toUpload = ordered.filter((info) => {
+    const hashPart = hashPartOf(info.path);
+    return missing.has(hashPart) && !upstream.has(hashPart);
+  });
+  const uploading = new Set(toUpload);
+  const confirmed = new Set(
+    ordered.filter((info) => !uploading.has(info)).map((info) => info.path),
+  );
+  ctx.emit({
+    event: 'plan',
+    roots: roots.length,
+    closure: ordered.length,
+    present: ordered.length - missing.size,
+    upstream: upstream.size,
+    upload: toUpload.length,
+    narBytes: toUpload.reduce((sum, info) => sum + info.narSize, 0),
+  });
+  const run = new UploadRun(ctx, toUpload, confirmed);
+  await run.finished();
+  ctx.emit({
+    event: 'done',
+    uploaded: run.uploaded,
+    failed: run.failures.size,
+    narBytes: run.narBytes,
+    fileBytes: run.fileBytes,
+    seconds: (performance.now() - started) / 1000,
+  });
+  return {
+    confirmed,
+    uploaded: run.uploaded,
+    narBytes: run.narBytes,
+    fileBytes: run.fileBytes,
+    failures: run.failures,
+    fatal: run.fatal,
+  };
+}
+
+/** Turns a result with failures into the one error a command reports. */
+export function pushFailure(result: PushResult): FirnError | undefined {
+  if (result.fatal !== undefined) {
+    return FirnError.is(result.fatal)
+      ? result.fatal
+      : firnError(
+          'FIRN_E_PUSH_FAILED',
+          `the push stopped: ${result.fatal instanceof Error ? result.fatal.message : JSON.stringify(result.fatal)}`,
+        );
+  }
+  const failures = [...result.failures.values()];
+  const first = failures.find((error) => !error.message.startsWith('not uploaded: its reference'));
+  if (first === undefined) return undefined;
+  if (failures.length === 1) return first;
+  return firnError(
+    'FIRN_E_PUSH_FAILED',
+    `${failures.length} paths were not stored; the first failure: ${first.message}`,
+    { hint: first.hint, details: { paths: [...result.failures.keys()] } },
+  );
+}
+
+interface Deferred<T> {
+  readonly promise: Promise<T>;
+  resolve(value: T): void;
+  reject(error: unknown): void;
+}
+
+function deferred<T>(): Deferred<T> {
+  const { promise, resolve, reject } = Promise.withResolvers<T>();
+  promise.catch(() => {
+    // Observed by whoever awaits it; a path nobody waits for must not crash the process.
+  });
+  return { promise, resolve, reject };
+}
+
+/** Errors after which no other request can succeed either. */
+function isFatal(error: unknown): boolean {
+  if (!FirnError.is(error)) return true;
+  return (
+    error.code === 'FIRN_E_CACHE_UNREACHABLE' ||
+    error.code === 'FIRN_E_AUTH_REQUIRED' ||
+    error.code === 'FIRN_E_AUTH_FORBIDDEN' ||
+    error.code === 'FIRN_E_IO'
+  );
+}
+
+class UploadRun {
+  uploaded = 0;
+  narBytes = 0;
+  fileBytes = 0;
+  fatal: unknown;
+  readonly failures = new Map<string, FirnError>();
+  readonly #ctx: PushContext;
+  readonly #abort = new AbortController();
+  readonly #signal: AbortSignal;
+  readonly #nars = new Map<string, Deferred<PreparedNar>>();
+  readonly #stored = new Map<string, Promise<void>>();
+  readonly #all: Promise<unknown>;
+
+  constructor(ctx: PushContext, toUpload: readonly PathInfo[], confirmed: Set<string>) {
+    this.#ctx = ctx;
+    this.#signal =
+      ctx.signal === undefined
+        ? this.#abort.signal
+        : AbortSignal.any([ctx.signal, this.#abort.signal]);
+    for (const info of toUpload) this.#nars.set(info.path, deferred());
+    const queue = [
+      ...toUpload.filter((info) => info.narSize >= LARGE_NAR).sort((a, b) => b.narSize - a.narSize),
+      ...toUpload.filter((info) => info.narSize < LARGE_NAR),
+    ];
+    const workers = Array.from({ length: Math.max(1, Math.min(ctx.jobs, queue.length)) }, () =>
+      this.#narWorker(queue),
+    );
+    // In references-first order, so each path finds its references' promises already made.
+    for (const info of toUpload) {
+      const stored = this.#store(info).then(() => {
+        confirmed.add(info.path);
+      });
+      stored.catch(() => {
+        // recorded in failures
+      });
+      this.#stored.set(info.path, stored);
+    }
+    this.#all = Promise.allSettled([...workers, ...this.#stored.values()]);
+  }
+
+  async finished(): Promise<void> {
+    await this.#all;
+  }
+
+  async #narWorker(queue: PathInfo[]): Promise<void> {
+    for (let info = queue.shift(); info !== undefined; info = queue.shift()) {
+      const nar = this.#nars.get(info.path);
+      if (nar === undefined) continue;
+      if (this.#signal.aborted) {
+        nar.reject(this.#signal.reason);
+        continue;
+      }
+      let prepared: PreparedNar | undefined;
+      try {
+        prepared = await prepareNar(info, physicalPath(this.#ctx.store, info.path), this.#ctx.nar);
+        const sent = await uploadNar(this.#ctx.client, prepared, {
+          checkFirst: this.#ctx.checkNarFirst,
+          signal: this.#signal,
+        });
+        nar.resolve(Object.assign(prepared, { sent }));
+      } catch (error) {
+        await prepared?.dispose();
+        nar.reject(error);
+      }
+    }
+  }
+
+  async #store(info: PathInfo): Promise<void> {
+    const started = performance.now();
+    let nar: (PreparedNar & { sent?: boolean }) | undefined;
+    try {
+      nar = await this.#nars.get(info.path)?.promise;
+      if (nar === undefined) throw new Error(`no NAR job for ${info.path}`);
+      for (const ref of info.references) {
+        if (ref === info.path) continue;
+        const stored = this.#stored.get(ref);
+        if (stored === undefined) continue; // present already, or upstream
+        try {
+          await stored;
+        } catch {
+          throw firnError(
+            'FIRN_E_PUSH_FAILED',
+            `not uploaded: its reference ${ref} was not stored`,
+          );
+        }
+      }
+      await uploadNarInfo(this.#ctx.client, info, nar, this.#signal);
+      this.uploaded++;
+      this.narBytes += nar.narSize;
+      if (nar.sent !== false) this.fileBytes += nar.fileSize;
+      this.#ctx.emit({
+        event: 'uploaded',
+        path: info.path,
+        narSize: nar.narSize,
+        fileSize: nar.fileSize,
+        narSent: nar.sent !== false,
+        ms: Math.round(performance.now() - started),
+      });
+    } catch (error) {
+      this.#fail(info.path, error);
+      throw error;
+    } finally {
+      await nar?.dispose();
+    }
+  }
+
+  #fail(path: string, error: unknown): void {
+    const failure = FirnError.is(error)
+      ? error
+      : firnError(
+          'FIRN_E_PUSH_FAILED',
+          `not uploaded: ${error instanceof Error ? error.message : String(error)}`,
+        );
+    this.failures.set(path, failure);
+    // One report of a fatal error: every request after it fails for the same reason.
+    if (this.fatal !== undefined) return;
+    if (isFatal(error)) {
+      this.fatal = error;
+      this.#abort.abort(error);
+    }
+    this.#ctx.emit({ event: 'failed', path, code: failure.code, message: failure.message });
+  }
+}

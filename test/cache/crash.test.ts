@@ -1,0 +1,222 @@
+/**
+ * `firn serve` killed with SIGKILL at random moments while several uploads stream in, then
+ * restarted on the same data directory, round after round. After every restart nothing
+ * half-made is visible: every narinfo served has its whole NAR, no temp file is left, and the
+ * interrupted uploads are accepted again. At the end `firn cache verify` and
+ * `nix store verify` re-hash everything.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes, randomInt } from 'node:crypto';
+import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { firn } from '../helpers/firn.ts';
+import { makeNixEnv } from '../helpers/nix.ts';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { bearer, fixtureFromNar, put, randomHashPart, type Fixture } from './upload-fixtures.ts';
+
+const CHAINS = 3;
+const CHAIN_LENGTH = 4;
+const ROUNDS = 8;
+
+/** The NAR of a small tree made on disk, as `nix-store --dump` writes it. */
+async function dumpTree(
+  nix: ReturnType<typeof makeNixEnv>,
+  dir: string,
+  blobBytes: number,
+): Promise<Buffer> {
+  mkdirSync(join(dir, 'bin'), { recursive: true });
+  writeFileSync(join(dir, 'blob'), randomBytes(blobBytes));
+  writeFileSync(join(dir, 'README'), `tree ${dir}\n`);
+  writeFileSync(join(dir, 'bin', 'run'), '#!/bin/sh\necho run\n');
+  chmodSync(join(dir, 'bin', 'run'), 0o755);
+  return (await nix.nix('nix-store', ['--dump', dir])).stdout;
+}
+
+/** A request body that trickles in 32 KiB pieces (~16 MB/s), so a kill lands mid-upload. */
+function tricklingBody(bytes: Buffer): ReadableStream<Uint8Array> {
+  let offset = 0;
+  return new ReadableStream({
+    async pull(controller) {
+      if (offset >= bytes.length) {
+        controller.close();
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 2));
+      controller.enqueue(bytes.subarray(offset, (offset += 32 * 1024)));
+    },
+  });
+}
+
+interface RoundResult {
+  readonly statuses: number[];
+  readonly networkErrors: number;
+}
+
+/**
+ * Uploads each chain in order (a path after its reference), the chains in parallel. With
+ * `skipServed`, paths the cache already serves are skipped, as `nix copy` does.
+ */
+async function uploadAll(
+  server: TestServer,
+  token: string,
+  chains: readonly (readonly Fixture[])[],
+  skipServed = false,
+): Promise<RoundResult> {
+  const statuses: number[] = [];
+  let networkErrors = 0;
+  await Promise.all(
+    chains.map(async (chain) => {
+      try {
+        for (const fixture of chain) {
+          if (skipServed) {
+            const head = await fetch(`${server.url}/${fixture.hashPart}.narinfo`, {
+              method: 'HEAD',
+            });
+            if (head.status === 200) continue;
+          }
+          const nar = await fetch(`${server.url}/nar/${fixture.fileName}`, {
+            method: 'PUT',
+            body: tricklingBody(fixture.file),
+            duplex: 'half',
+            headers: bearer(token),
+          });
+          await nar.arrayBuffer();
+          statuses.push(nar.status);
+          if (!nar.ok) return;
+          const narinfo = await put(
+            server.url,
+            `/${fixture.hashPart}.narinfo`,
+            fixture.narinfo,
+            token,
+          );
+          const text = await narinfo.text();
+          statuses.push(narinfo.status);
+          if (!narinfo.ok)
+            throw new Error(`narinfo ${fixture.storePath}: ${narinfo.status} ${text}`);
+        }
+      } catch (error) {
+        // The server was killed under us: expected. Anything else is a finding.
+        if (!(error instanceof TypeError && error.message === 'fetch failed')) throw error;
+        networkErrors++;
+      }
+    }),
+  );
+  return { statuses, networkErrors };
+}
+
+/** Every served narinfo has its NAR, whole; returns how many paths are served. */
+async function assertConsistent(server: TestServer, fixtures: readonly Fixture[]): Promise<number> {
+  let served = 0;
+  for (const fixture of fixtures) {
+    const narinfo = await fetch(`${server.url}/${fixture.hashPart}.narinfo`);
+    const text = await narinfo.text();
+    if (narinfo.status === 404) continue;
+    assert.equal(narinfo.status, 200, text);
+    served++;
+    assert.match(text, new RegExp(`^URL: nar/${fixture.fileName}$`, 'm'));
+    const nar = await fetch(`${server.url}/nar/${fixture.fileName}`);
+    assert.equal(nar.status, 200, `${fixture.storePath} is served without its NAR`);
+    const bytes = Buffer.from(await nar.arrayBuffer());
+    assert.ok(
+      bytes.equals(fixture.file),
+      `${fixture.storePath}: the NAR served is not the one uploaded`,
+    );
+    // A served path's references are served too (closures stay whole).
+    for (const reference of fixture.info.references) {
+      const ref = await fetch(`${server.url}/${reference.slice(0, 32)}.narinfo`);
+      await ref.arrayBuffer();
+      assert.equal(ref.status, 200, `${fixture.storePath} is served without ${reference}`);
+    }
+  }
+  return served;
+}
+
+test('kill -9 during uploads, restart, repeat: nothing half-made is ever served', async (t) => {
+  const work = mkdtempSync(join(tmpdir(), 'firn-crash-'));
+  const nix = makeNixEnv();
+  t.after(() => {
+    nix[Symbol.dispose]();
+    rmSync(work, { recursive: true, force: true });
+  });
+  const dataDir = join(work, 'data');
+
+  const chains: Fixture[][] = [];
+  for (let c = 0; c < CHAINS; c++) {
+    const chain: Fixture[] = [];
+    for (let i = 0; i < CHAIN_LENGTH; i++) {
+      const nar = await dumpTree(
+        nix,
+        join(work, 'trees', `${c}-${i}`),
+        randomInt(1 << 20, 3 << 20),
+      );
+      const previous = chain.at(-1);
+      chain.push(
+        fixtureFromNar(nar, {
+          storePath: `/nix/store/${randomHashPart()}-crash-${c}-${i}`,
+          compression: 'zstd',
+          references: previous === undefined ? [] : [previous.baseName],
+        }),
+      );
+    }
+    chains.push(chain);
+  }
+  const fixtures = chains.flat();
+
+  let server = await startTestServer({ dataDir });
+  const token = await server.token('push');
+  let leftBehind = 0;
+  let lastServed = 0;
+  try {
+    for (let round = 0; round < ROUNDS; round++) {
+      // Odd rounds skip what is there and make progress; even rounds re-upload everything.
+      const uploads = uploadAll(server, token, chains, round % 2 === 1);
+      await new Promise((resolve) => setTimeout(resolve, randomInt(30, 450)));
+      await server.kill();
+      const { statuses } = await uploads;
+      for (const status of statuses) assert.ok(status < 300, `status ${status} in round ${round}`);
+      leftBehind += readdirSync(join(dataDir, 'blobs', 'tmp')).length;
+
+      server = await startTestServer({ dataDir });
+      assert.deepEqual(
+        readdirSync(join(dataDir, 'blobs', 'tmp')),
+        [],
+        'temp files removed on start',
+      );
+      const served = await assertConsistent(server, fixtures);
+      assert.ok(served >= lastServed, 'what was committed stays committed');
+      lastServed = served;
+      t.diagnostic(`round ${round}: ${served} paths served after the restart`);
+    }
+    t.diagnostic(`${leftBehind} temp files were left by the kills and removed on restart`);
+    assert.ok(leftBehind > 0, 'some kill landed in the middle of an upload');
+
+    // Uninterrupted, every upload goes through, including the ones cut off before.
+    const final = await uploadAll(server, token, chains);
+    assert.equal(final.networkErrors, 0);
+    assert.ok(final.statuses.every((status) => status === 200 || status === 201));
+    assert.equal(await assertConsistent(server, fixtures), fixtures.length);
+
+    const key = await server.publicKey();
+    const verified = await nix.nixRaw('nix', [
+      'store',
+      'verify',
+      '--store',
+      server.url,
+      '--option',
+      'trusted-public-keys',
+      key,
+      ...fixtures.map((fixture) => fixture.storePath),
+    ]);
+    assert.equal(verified.code, 0, verified.stderr);
+  } finally {
+    await server.kill();
+  }
+  const report = await firn(['cache', 'verify', '--data', dataDir, '--json']);
+  assert.equal(report.code, 0, report.stdout.toString() + report.stderr);
+  const parsed = JSON.parse(report.stdout.toString()) as { checked: number; problems: unknown[] };
+  assert.equal(parsed.checked, fixtures.length);
+  assert.deepEqual(parsed.problems, []);
+  assert.deepEqual(readdirSync(join(dataDir, 'blobs', 'tmp')), []);
+});

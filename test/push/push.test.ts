@@ -1,0 +1,290 @@
+/**
+ * `firn push` against the real `firn serve`, with closures built by the real Nix in a chroot
+ * store: everything lands and substitutes, a second push sends nothing, bad paths and missing
+ * tokens fail clearly, a cache that dies mid-push gives retries then a clear failure with
+ * nothing claimed that was not stored, and upstream caches are skipped.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type { PushEvent } from '../../src/push/events.ts';
+import { firn, FIRN_BIN } from '../helpers/firn.ts';
+import { makeNixEnv, type NixEnv } from '../helpers/nix.ts';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
+import {
+  accesses,
+  buildShape,
+  cacheMissing,
+  hashPart,
+  narPuts,
+  SANDBOX_PATHS,
+  substitute,
+  type Built,
+} from './fixtures.ts';
+
+let work: string;
+let nix: NixEnv;
+let store: string;
+
+before(() => {
+  work = mkdtempSync(join(tmpdir(), 'firn-push-test-'));
+  store = join(work, 'store');
+  nix = makeNixEnv(`extra-sandbox-paths = ${SANDBOX_PATHS.join(' ')}\nmax-jobs = 4`);
+});
+
+after(() => {
+  nix[Symbol.dispose]();
+  rmSync(work, { recursive: true, force: true });
+});
+
+function events(stdout: Buffer): PushEvent[] {
+  return stdout
+    .toString('utf8')
+    .trim()
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => JSON.parse(line) as PushEvent);
+}
+
+async function tokenFile(server: TestServer, name: string): Promise<string> {
+  const file = join(work, `${name}.token`);
+  writeFileSync(file, (await server.token('push')) + '\n');
+  return file;
+}
+
+function pushArgs(server: TestServer, token: string, ...rest: string[]): string[] {
+  return ['push', '--cache', server.url, '--token-file', token, '--store', store, ...rest];
+}
+
+describe('a closure pushed with firn push', () => {
+  let server: TestServer;
+  let built: Built;
+  let token: string;
+
+  before(async () => {
+    built = await buildShape(nix, {
+      dir: work,
+      store,
+      salt: randomUUID(),
+      shape: { mids: 6, blobs: 2, blobBytes: 3 * 1024 * 1024, extra: 0 },
+    });
+    server = await startTestServer();
+    token = await tokenFile(server, 'main');
+  });
+
+  after(async () => {
+    await server[Symbol.asyncDispose]();
+  });
+
+  test('lands whole, reports NDJSON events, and substitutes into a fresh store', async () => {
+    const result = await firn(pushArgs(server, token, '--json', built.top));
+    assert.equal(result.code, 0, result.stderr);
+    const seen = events(result.stdout);
+    const plan = seen.find((event) => event.event === 'plan');
+    assert.ok(plan?.event === 'plan');
+    assert.equal(plan.roots, 1);
+    assert.equal(plan.closure, built.paths.length);
+    assert.equal(plan.present, 0);
+    assert.equal(plan.upload, built.paths.length);
+    assert.ok(plan.narBytes > 6 * 1024 * 1024);
+    const uploaded = seen.flatMap((event) => (event.event === 'uploaded' ? [event.path] : []));
+    assert.deepEqual(uploaded.sort(), [...built.paths]);
+    const done = seen.at(-1);
+    assert.equal(done?.event, 'done');
+    assert.deepEqual(await cacheMissing(server.url, built.paths), []);
+
+    // Each narinfo went up after the narinfos of its references.
+    const order = accesses(server.log())
+      .filter((access) => access.method === 'PUT' && access.url.endsWith('.narinfo'))
+      .map((access) => access.url.slice(1, 33));
+    const infos = await nix.nix('nix', [
+      'path-info',
+      '--json',
+      '--recursive',
+      '--store',
+      store,
+      built.top,
+    ]);
+    for (const info of JSON.parse(infos.stdout.toString('utf8')) as {
+      path: string;
+      references: string[];
+    }[]) {
+      for (const ref of info.references) {
+        if (ref === info.path) continue;
+        assert.ok(
+          order.indexOf(hashPart(ref)) < order.indexOf(hashPart(info.path)),
+          `${ref} before ${info.path}`,
+        );
+      }
+    }
+
+    const narinfo = await (await fetch(`${server.url}/${hashPart(built.top)}.narinfo`)).text();
+    assert.match(narinfo, /^Compression: zstd$/m);
+    assert.match(narinfo, /^URL: nar\/[0-9a-z]{52}\.nar\.zst$/m);
+    assert.match(narinfo, /^Deriver: [0-9a-z]{32}-top\.drv$/m);
+
+    await substitute(nix, {
+      store: join(work, 'fresh-1'),
+      url: server.url,
+      key: await server.publicKey(),
+      paths: [built.top],
+    });
+  });
+
+  test('a second push sends nothing', async () => {
+    const before = accesses(server.log()).filter((access) => access.method === 'PUT').length;
+    const result = await firn(pushArgs(server, token, built.top));
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stderr, new RegExp(`${built.paths.length} in the cache, 0 to upload`));
+    const after = accesses(server.log()).filter((access) => access.method === 'PUT').length;
+    assert.equal(after, before);
+  });
+
+  test('paths from stdin, and the token from the netrc file Nix uses', async () => {
+    const extra = await buildShape(nix, {
+      dir: work,
+      store,
+      salt: randomUUID(),
+      shape: { mids: 1, blobs: 0, blobBytes: 0, extra: 2 },
+    });
+    const confDir = join(work, 'netrc-conf');
+    mkdirSync(confDir, { recursive: true });
+    const secret = (await server.token('push')).trim();
+    writeFileSync(join(confDir, 'netrc'), `machine 127.0.0.1 login firn password ${secret}\n`);
+    const result = await firn(['push', '--cache', server.url, '--store', store, '--stdin'], {
+      input: extra.extra.join('\n') + '\n',
+      env: { NIX_CONF_DIR: confDir, FIRN_TOKEN: '' },
+    });
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(await cacheMissing(server.url, extra.extra), []);
+  });
+
+  test('no token: a clear authentication error', async () => {
+    const fresh = await buildShape(nix, {
+      dir: work,
+      store,
+      salt: randomUUID(),
+      shape: { mids: 0, blobs: 0, blobBytes: 0, extra: 1 },
+    });
+    const result = await firn(['push', '--cache', server.url, '--store', store, ...fresh.extra], {
+      env: { NIX_CONF_DIR: join(work, 'nowhere'), FIRN_TOKEN: '' },
+    });
+    assert.equal(result.code, 77, result.stderr);
+    assert.match(result.stderr, /\[FIRN_E_AUTH_REQUIRED\]/);
+    assert.match(result.stderr, /netrc/);
+  });
+});
+
+test('a missing or invalid path is a clear error and uploads nothing', async () => {
+  await using server = await startTestServer();
+  const token = await tokenFile(server, 'invalid');
+  const absent = `/nix/store/${'0'.repeat(32)}-absent`;
+  const missing = await firn(pushArgs(server, token, absent));
+  assert.equal(missing.code, 66);
+  assert.match(
+    missing.stderr,
+    /not valid in the local Nix store.*absent.*\[FIRN_E_PATH_NOT_IN_STORE\]/,
+  );
+  const outside = await firn(pushArgs(server, token, join(work, 'no-such-file')));
+  assert.equal(outside.code, 66);
+  assert.match(outside.stderr, /is not in the Nix store.*\[FIRN_E_PATH_NOT_IN_STORE\]/);
+  const noCache = await firn(['push', '--store', store, absent], { env: { FIRN_CACHE: '' } });
+  assert.equal(noCache.code, 78);
+  assert.match(noCache.stderr, /no cache to push to.*\[FIRN_E_CONFIG_INVALID\]/);
+  assert.equal(accesses(server.log()).filter((access) => access.method === 'PUT').length, 0);
+});
+
+test('the cache dying mid-push: retries, a clear failure, and nothing reported stored that is not', async () => {
+  const built = await buildShape(nix, {
+    dir: work,
+    store,
+    salt: randomUUID(),
+    shape: { mids: 40, blobs: 6, blobBytes: 4 * 1024 * 1024, extra: 0 },
+  });
+  const dataDir = mkdtempSync(join(tmpdir(), 'firn-push-dying-'));
+  try {
+    const server = await startTestServer({ dataDir });
+    const token = await tokenFile(server, 'dying');
+    const child = spawn(
+      FIRN_BIN,
+      [
+        ...pushArgs(
+          server,
+          token,
+          '--json',
+          '--jobs',
+          '1',
+          '--retries',
+          '3',
+          '--retry-delay',
+          '40ms',
+          built.top,
+        ),
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    const exited = new Promise<number>((resolve) =>
+      child.once('close', (code) => {
+        resolve(code ?? -1);
+      }),
+    );
+    // Kill the cache once the first few paths are in.
+    const deadline = Date.now() + 30_000;
+    while (narPuts(server.log()).size < 3 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await server.kill();
+    const code = await exited;
+    assert.equal(code, 69, stderr);
+    assert.match(stderr, /cannot reach the cache .* failed 4 times.*\[FIRN_E_CACHE_UNREACHABLE\]/s);
+    const seen = events(Buffer.from(stdout));
+    assert.ok(
+      seen.some((event) => event.event === 'retry'),
+      'retries were reported',
+    );
+    const reported = seen.flatMap((event) => (event.event === 'uploaded' ? [event.path] : []));
+    assert.ok(reported.length < built.paths.length, 'the push was cut short');
+
+    // Everything the push called stored is in the cache; pushing again completes the closure.
+    await using restarted = await startTestServer({ dataDir });
+    const missingAfterKill = new Set(await cacheMissing(restarted.url, built.paths));
+    for (const path of reported)
+      assert.ok(!missingAfterKill.has(hashPart(path)), `${path} was reported stored`);
+    const again = await firn(pushArgs(restarted, token, built.top));
+    assert.equal(again.code, 0, again.stderr);
+    assert.deepEqual(await cacheMissing(restarted.url, built.paths), []);
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+});
+
+test('paths an upstream cache serves are not pushed', async () => {
+  const built = await buildShape(nix, {
+    dir: work,
+    store,
+    salt: randomUUID(),
+    shape: { mids: 2, blobs: 0, blobBytes: 0, extra: 0 },
+  });
+  await using upstream = await startTestServer();
+  await using server = await startTestServer({ args: ['--allow-missing-references'] });
+  const lib = built.paths.find((path) => path.endsWith('-lib'));
+  assert.ok(lib !== undefined);
+  const upToken = await tokenFile(upstream, 'upstream');
+  assert.equal((await firn(pushArgs(upstream, upToken, lib))).code, 0);
+  const token = await tokenFile(server, 'downstream');
+  const result = await firn(
+    pushArgs(server, token, '--json', '--upstream', upstream.url, built.top),
+  );
+  assert.equal(result.code, 0, result.stderr);
+  const plan = events(result.stdout).find((event) => event.event === 'plan');
+  assert.equal(plan?.event === 'plan' ? plan.upstream : -1, 1);
+  assert.deepEqual(await cacheMissing(server.url, built.paths), [hashPart(lib)]);
+});
