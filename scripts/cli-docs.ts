@@ -20,6 +20,8 @@ export const COMMAND_PATHS: readonly (readonly string[])[] = [
   ['gen', 'nix-conf'],
   ['gen', 'machines'],
   ['gen', 'nixos'],
+  ['doctor'],
+  ['build'],
   ['hook'],
   ['drain'],
   ['nar', 'pack'],

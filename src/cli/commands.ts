@@ -33,6 +33,16 @@ export const COMMANDS: readonly CommandSpec[] = [
     load: () => import('./commands/gen.ts'),
   },
   {
+    name: 'doctor',
+    summary: 'check every host of the fleet against its inventory, with a fix for each problem',
+    load: () => import('./commands/doctor.ts'),
+  },
+  {
+    name: 'build',
+    summary: 'build derivations once each over the fleet, critical path first',
+    load: () => import('./commands/build.ts'),
+  },
+  {
     name: 'nar',
     summary: 'pack, unpack and list NAR archives',
     load: () => import('./commands/nar.ts'),

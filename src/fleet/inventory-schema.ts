@@ -59,6 +59,8 @@ const system = z
   )
   .meta({
     description: 'a Nix system name: CPU-OS',
+    // For editors only: the loader's own check (systemProblem) also says what to write instead.
+    pattern: '^[a-z0-9_]+(-v[1-4])?-[a-z]+$',
     examples: ['x86_64-linux', 'aarch64-linux', 'aarch64-darwin'],
   });
 
@@ -89,6 +91,7 @@ const hostKey = z
   .meta({
     description:
       "the host's SSH public key (`ssh-ed25519 AAAA…`); when given, ssh must present exactly this key",
+    pattern: '^(ssh|ecdsa|sk)-[^\\s]+ [A-Za-z0-9+/]+={0,2}( .*)?$',
   });
 
 const publicKey = z
@@ -102,6 +105,7 @@ const publicKey = z
   .meta({
     description:
       "the cache's signing key, name:base64 (print it with `firn cache key` on the cache box)",
+    pattern: '^[^:\\s]+:[A-Za-z0-9+/]{43}=$',
   });
 
 const sshUser = z
@@ -197,7 +201,8 @@ export const fleetFileSchema = z
   })
   .meta({
     title: 'firn fleet inventory (firn.toml)',
-    description: 'Every host of the fleet, its roles and systems, and the cache. See docs/fleet.md.',
+    description:
+      'Every host of the fleet, its roles and systems, and the cache. See docs/fleet.md.',
   });
 
 export type FleetFileInput = z.input<typeof fleetFileSchema>;

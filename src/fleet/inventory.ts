@@ -8,13 +8,15 @@
  *   loadFleet(path)                       read + parse; throws FIRN_E_FILE_NOT_FOUND / FIRN_E_FLEET_INVALID
  *   parseFleet(text, file)                the same from a string (file only names it in messages)
  *   Fleet, Host, Role, CacheSettings      the resolved, defaults-applied, frozen objects
- *   hasRole(host, role), buildersOf(fleet), findHost(fleet, name), selectHosts(fleet, selectors)
+ *   hasRole(host, role), buildersOf(fleet), findHost(fleet, name), selectHosts(fleet, selectors),
+ *   expandHome(path, env)                 `~/…` as ssh reads it
  *
  * Errors list every problem at once, each as `file:line: key.path: what is wrong; what to write`,
  * e.g. `firn.toml:12: hosts.opi01.systems[0]: "arm64-linux" is not a Nix system name; write
  * "aarch64-linux"`. The problems are also in `details.problems` for --json.
  */
 import { readFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parse as parseToml, TomlError } from 'smol-toml';
 import type { z } from 'zod';
@@ -117,7 +119,9 @@ export function parseFleet(text: string, file: string): Fleet {
   } catch (error) {
     if (!(error instanceof TomlError)) throw error;
     const reason = error.message.split('\n')[0]?.replace(/^Invalid TOML document: /, '') ?? '';
-    throw invalid(file, [{ path: '', line: error.line, message: `this is not valid TOML: ${reason}` }]);
+    throw invalid(file, [
+      { path: '', line: error.line, message: `this is not valid TOML: ${reason}` },
+    ]);
   }
   const parsed = fleetFileSchema.safeParse(raw, { reportInput: true });
   if (!parsed.success) throw invalid(file, zodProblems(parsed.error, text));
@@ -146,7 +150,8 @@ function resolveFleet(data: FleetFile, file: string): Fleet {
 
 function resolveHost(name: string, entry: HostEntry, data: FleetFile, base: string): Host {
   const defaults = data.defaults;
-  const hostKey = entry['host-key'] === undefined ? undefined : parseSshPublicKey(entry['host-key']);
+  const hostKey =
+    entry['host-key'] === undefined ? undefined : parseSshPublicKey(entry['host-key']);
   return Object.freeze({
     name,
     address: entry.address ?? name,
@@ -251,15 +256,22 @@ function knownKeysAt(parent: readonly PropertyKey[]): readonly string[] {
 function issueMessage(issue: z.core.$ZodIssue): string {
   if (issue.code === 'custom') return issue.message;
   if (issue.code === 'invalid_value') return issue.message;
+  if (issue.code === 'invalid_key') return issue.issues[0]?.message ?? issue.message;
   const key = [...issue.path].reverse().find((part): part is string => typeof part === 'string');
   const example = key === undefined ? undefined : KEY_EXAMPLES[key];
-  const message =
-    issue.code === 'invalid_type'
-      ? issue.input === undefined
+  let message = issue.message.replace(/^Invalid input: /, '');
+  if (issue.code === 'invalid_type') {
+    message =
+      issue.input === undefined
         ? `${key ?? 'this'} is required`
-        : `expected ${article(issue.expected)}, found ${describe(issue.input)}`
-      : issue.message.replace(/^Invalid input: /, '');
-  return example === undefined || issue.path.at(-1) !== key
+        : `expected ${article(issue.expected)}, found ${describe(issue.input)}`;
+  } else if (issue.code === 'too_small') {
+    message = `must be at least ${String(issue.minimum)}, not ${describe(issue.input)}`;
+  } else if (issue.code === 'too_big') {
+    message = `must be at most ${String(issue.maximum)}, not ${describe(issue.input)}`;
+  }
+  const says = /\bwrite\b/.test(message);
+  return example === undefined || says || issue.path.at(-1) !== key
     ? message
     : `${message}; write e.g. ${example}`;
 }
@@ -268,6 +280,7 @@ function article(type: string): string {
   const names: Readonly<Record<string, string>> = {
     array: 'a list ["…"]',
     object: 'a table',
+    record: 'a table',
     string: 'a string "…"',
     number: 'a number',
     int: 'a whole number',
@@ -281,7 +294,10 @@ function describe(value: unknown): string {
   if (value === null) return 'nothing';
   if (typeof value === 'object') return 'a table';
   if (typeof value === 'string') return `the string ${JSON.stringify(value)}`;
-  return `${typeof value} ${String(value)}`;
+  if (typeof value === 'number' || typeof value === 'boolean' || typeof value === 'bigint') {
+    return `${typeof value} ${String(value)}`;
+  }
+  return typeof value;
 }
 
 /** `["hosts", "opi01", "systems", 0]` → `hosts.opi01.systems[0]`. */
@@ -298,7 +314,10 @@ export function formatPath(path: readonly PropertyKey[]): string {
   return text;
 }
 
-function invalid(file: string, problems: readonly Problem[]): Error {
+function invalid(file: string, unsorted: readonly Problem[]): Error {
+  const problems = [...unsorted].sort(
+    (a, b) => (a.line ?? Infinity) - (b.line ?? Infinity) || a.path.localeCompare(b.path),
+  );
   const lines = problems.map(
     (problem) =>
       `  ${file}${problem.line === undefined ? '' : `:${problem.line}`}: ${problem.path === '' ? '' : `${problem.path}: `}${problem.message}`,
@@ -330,18 +349,14 @@ export function findHost(fleet: Fleet, name: string): Host {
   if (host !== undefined) return host;
   const names = fleet.hosts.map((candidate) => candidate.name);
   const match = closest(name, names);
-  throw firnError(
-    'FIRN_E_FLEET_HOST_UNKNOWN',
-    `no host ${JSON.stringify(name)} in ${fleet.file}`,
-    {
-      hint:
-        match !== undefined
-          ? `did you mean "${match}"?`
-          : names.length === 0
-            ? 'the inventory lists no hosts yet: add a [hosts.NAME] table'
-            : `the hosts are: ${names.join(', ')}`,
-    },
-  );
+  throw firnError('FIRN_E_FLEET_HOST_UNKNOWN', `no host ${JSON.stringify(name)} in ${fleet.file}`, {
+    hint:
+      match !== undefined
+        ? `did you mean "${match}"?`
+        : names.length === 0
+          ? 'the inventory lists no hosts yet: add a [hosts.NAME] table'
+          : `the hosts are: ${names.join(', ')}`,
+  });
 }
 
 /**
@@ -369,6 +384,13 @@ export function selectHosts(fleet: Fleet, selectors: readonly string[]): Host[] 
     } else chosen.add(findHost(fleet, selector));
   }
   return fleet.hosts.filter((host) => chosen.has(host));
+}
+
+/** `~/x` → `$HOME/x` (ssh does this for -i and -F; firn does it before reading such files). */
+export function expandHome(path: string, env: NodeJS.ProcessEnv = process.env): string {
+  if (path !== '~' && !path.startsWith('~/')) return path;
+  const home = nonEmpty(env.HOME) ?? homedir();
+  return join(home, path.slice(1));
 }
 
 function unique<T>(items: readonly T[]): T[] {

@@ -31,14 +31,17 @@ export type ParsedHostKey =
   | { readonly ok: true; readonly key: SshPublicKey }
   | { readonly ok: false; readonly problem: string };
 
-const HOW_TO_GET = 'run `ssh-keyscan -t ed25519 ADDRESS` or read /etc/ssh/ssh_host_ed25519_key.pub on the host';
+const HOW_TO_GET =
+  'run `ssh-keyscan -t ed25519 ADDRESS` or read /etc/ssh/ssh_host_ed25519_key.pub on the host';
 
 /** Parses `TYPE BASE64 [comment]`; on failure says what was pasted and what to write. */
 export function parseSshPublicKey(text: string): ParsedHostKey {
   const fields = text.trim().split(/\s+/);
   const [first = '', second = ''] = fields;
   if (/^(SHA256|MD5):/i.test(first)) {
-    return fail(`is a fingerprint, not a key; write the key line ("ssh-ed25519 AAAA…"): ${HOW_TO_GET}`);
+    return fail(
+      `is a fingerprint, not a key; write the key line ("ssh-ed25519 AAAA…"): ${HOW_TO_GET}`,
+    );
   }
   if (!KEY_TYPES.has(first)) {
     if (KEY_TYPES.has(second)) {

@@ -16,7 +16,9 @@ export function locateKey(text: string, path: readonly PropertyKey[]): number | 
   const lines = indexLines(text);
   for (let length = keys.length; length > 0; length--) {
     const prefix = keys.slice(0, length);
-    const found = lines.find((entry) => sameKeys(entry.path, prefix));
+    const found =
+      lines.find((entry) => sameKeys(entry.path, prefix)) ??
+      lines.find((entry) => sameKeys(entry.path.slice(0, length), prefix));
     if (found !== undefined) return found.line;
   }
   return undefined;

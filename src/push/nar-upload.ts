@@ -9,7 +9,8 @@ import { once } from 'node:events';
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { constants as zlib, createZstdCompress } from 'node:zlib';
+import { promisify } from 'node:util';
+import { constants as zlib, createZstdCompress, zstdCompress } from 'node:zlib';
 import { firnError } from '../errors.ts';
 import { formatHash, hashesEqual, type Hash } from '../nix/hash.ts';
 import { ChunkPool, narChunks } from '../nix/nar-writer.ts';
@@ -43,6 +44,8 @@ export interface PreparedNar {
   dispose(): Promise<void>;
 }
 
+const zstdCompressAsync = promisify(zstdCompress);
+
 const DEFAULT_MEMORY_LIMIT = 8 * 1024 * 1024;
 /** node:zlib's 16 KiB default output chunk makes zstd ~3.5× slower. */
 const ZSTD_CHUNK = 1 << 20;
@@ -56,6 +59,7 @@ export async function prepareNar(
   physical: string,
   options: NarOptions,
 ): Promise<PreparedNar> {
+  if (info.narSize <= SMALL_NAR) return prepareSmallNar(info, physical, options);
   const sink = new SpillSink(options.tmpDir, options.memoryLimit ?? DEFAULT_MEMORY_LIMIT);
   const compressor =
     options.compression === 'zstd'
@@ -90,17 +94,11 @@ export async function prepareNar(
   const nar: Hash = { algorithm: 'sha256', digest: narHash.digest() };
   if (!hashesEqual(nar, info.narHash) || narSize !== info.narSize) {
     await sink.dispose();
-    throw firnError(
-      'FIRN_E_UPLOAD_HASH_MISMATCH',
-      `${info.path} is not what the Nix database recorded: its NAR is ${narSize} bytes with ${formatHash(nar)}, the database says ${info.narSize} bytes with ${formatHash(info.narHash)}`,
-      {
-        hint: `the store path was changed or damaged; check it with 'nix-store --verify-path ${info.path}' and repair it with 'nix-store --repair-path'`,
-      },
-    );
+    throw changedPath(info, nar, narSize);
   }
   const fileHash: Hash = { algorithm: 'sha256', digest: sink.digest };
   return {
-    fileName: `${encodeNix32(fileHash.digest)}${options.compression === 'zstd' ? '.nar.zst' : '.nar'}`,
+    fileName: fileNameOf(fileHash, options.compression),
     compression: options.compression,
     fileHash,
     fileSize: sink.size,
@@ -109,6 +107,62 @@ export async function prepareNar(
     body: () => sink.body(),
     dispose: () => sink.dispose(),
   };
+}
+
+/** Small NARs, most paths of a closure, skip the streams: one buffer, one compression call. */
+const SMALL_NAR = 1024 * 1024;
+/** Shared by every small NAR: each is copied out of it before anything else runs. */
+const SMALL_POOL = new ChunkPool();
+
+async function prepareSmallNar(
+  info: PathInfo,
+  physical: string,
+  options: NarOptions,
+): Promise<PreparedNar> {
+  const copies: Buffer[] = [];
+  for (const chunk of narChunks(physical, { pool: SMALL_POOL })) {
+    copies.push(Buffer.from(chunk));
+    SMALL_POOL.release(chunk);
+  }
+  const bytes = copies.length === 1 ? (copies[0] ?? Buffer.alloc(0)) : Buffer.concat(copies);
+  const nar: Hash = { algorithm: 'sha256', digest: createHash('sha256').update(bytes).digest() };
+  if (!hashesEqual(nar, info.narHash) || bytes.length !== info.narSize) {
+    throw changedPath(info, nar, bytes.length);
+  }
+  const file =
+    options.compression === 'zstd'
+      ? await zstdCompressAsync(bytes, {
+          params: { [zlib.ZSTD_c_compressionLevel]: options.level },
+        })
+      : bytes;
+  const fileHash: Hash = {
+    algorithm: 'sha256',
+    digest: createHash('sha256').update(file).digest(),
+  };
+  return {
+    fileName: fileNameOf(fileHash, options.compression),
+    compression: options.compression,
+    fileHash,
+    fileSize: file.length,
+    narHash: nar,
+    narSize: bytes.length,
+    body: () => file,
+    dispose: () => Promise.resolve(),
+  };
+}
+
+function fileNameOf(fileHash: Hash, compression: PushCompression): string {
+  return `${encodeNix32(fileHash.digest)}${compression === 'zstd' ? '.nar.zst' : '.nar'}`;
+}
+
+function changedPath(info: PathInfo, nar: Hash, narSize: number): Error {
+  return firnError(
+    'FIRN_E_UPLOAD_HASH_MISMATCH',
+    `${info.path} is not what the Nix database recorded: its NAR is ${narSize} bytes with ${formatHash(nar)}, the database says ${info.narSize} bytes with ${formatHash(info.narHash)}`,
+    {
+      hint: `the store path was changed or damaged; check it with 'nix-store --verify-path ${info.path}' and repair it with 'nix-store --repair-path'`,
+    },
+  );
 }
 
 /**

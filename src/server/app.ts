@@ -160,6 +160,8 @@ function logAccess(ctx: ServerContext, request: FastifyRequest, reply: FastifyRe
   const length = Number(reply.getHeader('content-length') ?? 0);
   // Counted once the whole body went out; an aborted download counts nothing.
   if (request.method === 'GET' && reply.raw.writableFinished) ctx.metrics.bytesOut.inc(length);
+  // Above info the line would be dropped anyway; don't build it on every request.
+  if (!ctx.logger.isLevelEnabled('info')) return;
   const ms = reply.elapsedTime.toFixed(1);
   request.log.info(
     {

@@ -1,0 +1,188 @@
+/**
+ * Uploads: `firn push` against `nix copy --to "http://…?compression=zstd"` into `firn serve`,
+ * and the latency of `firn hook`, over loopback only.
+ *
+ *   node bench/push.ts                      # full run (a minute or two)
+ *   FIRN_BENCH_QUICK=1 node bench/push.ts   # small smoke run
+ *
+ * Each repetition builds two fresh closures of the same shape (a few hundred small paths and a
+ * few large incompressible ones, random salt) in a chroot store, starts a fresh server for each
+ * uploader, and times the whole command (process start included). Which uploader goes first
+ * alternates, so neither always meets a warmer page cache. Then `firn hook` is run 50 times in a
+ * row, against `node -e 0` (Node's own start-up, the floor for any Node program) and
+ * `firn --version` (start-up plus the CLI entry). Prints a markdown report on stdout.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { FIRN_BIN } from '../test/helpers/firn.ts';
+import { makeNixEnv, type NixEnv } from '../test/helpers/nix.ts';
+import { buildShape, cacheMissing, SANDBOX_PATHS, type Shape } from '../test/push/fixtures.ts';
+import { startFirn } from './lib/firn-server.ts';
+import { median, mustRun, requireTools, timedRun } from './lib/procs.ts';
+import { machineFacts, ratio, table, yesNo, type Row } from './lib/report.ts';
+
+const MiB = 1024 * 1024;
+const QUICK = process.env.FIRN_BENCH_QUICK === '1';
+const REPS = Number(process.env.FIRN_BENCH_REPS ?? (QUICK ? 1 : 3));
+const SHAPE: Shape = QUICK
+  ? { mids: 40, blobs: 1, blobBytes: 4 * MiB, extra: 0 }
+  : { mids: 300, blobs: 3, blobBytes: 32 * MiB, extra: 0 };
+const HOOK_CALLS = QUICK ? 15 : 50;
+
+function note(message: string): void {
+  process.stderr.write(`bench: ${message}\n`);
+}
+
+interface Upload {
+  readonly seconds: number;
+  readonly paths: number;
+}
+
+async function uploadWith(
+  tool: 'firn' | 'nix',
+  options: { dir: string; nix: NixEnv; store: string; root: string; paths: readonly string[] },
+): Promise<Upload> {
+  const dataDir = join(options.dir, `${tool}-data-${randomUUID()}`);
+  const server = await startFirn({ dataDir, logFile: `${dataDir}.log`, logLevel: 'warn' });
+  try {
+    const token = await server.token('push', 'bench');
+    let exit;
+    if (tool === 'firn') {
+      exit = await mustRun(
+        FIRN_BIN,
+        ['push', '--cache', server.url, '--store', options.store, '--no-progress', options.root],
+        { ...process.env, FIRN_TOKEN: token },
+      );
+    } else {
+      const netrc = join(options.dir, `netrc-${randomUUID()}`);
+      writeFileSync(netrc, `machine 127.0.0.1 login firn password ${token}\n`);
+      exit = await mustRun(
+        'nix',
+        [
+          'copy',
+          '--store',
+          options.store,
+          '--option',
+          'netrc-file',
+          netrc,
+          '--to',
+          `${server.url}?compression=zstd`,
+          options.root,
+        ],
+        options.nix.env,
+      );
+    }
+    const missing = await cacheMissing(server.url, options.paths);
+    if (missing.length > 0) throw new Error(`${tool} left ${missing.length} paths out`);
+    return { seconds: exit.seconds, paths: options.paths.length };
+  } finally {
+    await server.stop();
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}
+
+async function hookLatency(
+  dir: string,
+): Promise<{ hook: number[]; node: number[]; version: number[] }> {
+  const spool = join(dir, 'spool');
+  const env = {
+    ...process.env,
+    FIRN_SPOOL: spool,
+    OUT_PATHS: '/nix/store/0c7qrfbfwgc0ngbp6zs6rzpfkqa3djsl-hello-2.12',
+    DRV_PATH: '/nix/store/1qsvxx0cyqqmvy7mh5ak1lkvqyyb0q9y-hello-2.12.drv',
+  };
+  const hook: number[] = [];
+  const node: number[] = [];
+  const version: number[] = [];
+  // Warm the compile cache first, as any machine that has run firn once has.
+  await mustRun(FIRN_BIN, ['hook'], env);
+  for (let i = 0; i < HOOK_CALLS; i++) {
+    hook.push((await mustRun(FIRN_BIN, ['hook'], env)).seconds * 1000);
+    node.push((await mustRun(process.execPath, ['-e', '0'])).seconds * 1000);
+    version.push((await mustRun(FIRN_BIN, ['--version'])).seconds * 1000);
+  }
+  const failed = (await timedRun(FIRN_BIN, ['hook'], { ...env, FIRN_SPOOL: '/proc/firn-no-spool' }))
+    .code;
+  if (failed !== 0) throw new Error(`firn hook exited ${failed} on a broken spool`);
+  return { hook, node, version };
+}
+
+async function main(): Promise<void> {
+  requireTools([
+    { command: 'nix', pkg: 'nix-bin' },
+    { command: 'nix-build', pkg: 'nix-bin' },
+  ]);
+  const dir = mkdtempSync(join(tmpdir(), 'firn-bench-push-'));
+  const nix = makeNixEnv(`extra-sandbox-paths = ${SANDBOX_PATHS.join(' ')}\nmax-jobs = 8`);
+  try {
+    const store = join(dir, 'store');
+    const firnTimes: number[] = [];
+    const nixTimes: number[] = [];
+    let paths = 0;
+    for (let rep = 0; rep < REPS; rep++) {
+      const closures = [
+        await buildShape(nix, { dir, store, salt: randomUUID(), shape: SHAPE }),
+        await buildShape(nix, { dir, store, salt: randomUUID(), shape: SHAPE }),
+      ];
+      paths = closures[0]?.paths.length ?? 0;
+      const order = rep % 2 === 0 ? (['firn', 'nix'] as const) : (['nix', 'firn'] as const);
+      for (const [index, tool] of order.entries()) {
+        const closure = closures[index];
+        if (closure === undefined) continue;
+        const upload = await uploadWith(tool, {
+          dir,
+          nix,
+          store,
+          root: closure.top,
+          paths: closure.paths,
+        });
+        note(`rep ${rep + 1}: ${tool} ${upload.seconds.toFixed(2)} s for ${upload.paths} paths`);
+        (tool === 'firn' ? firnTimes : nixTimes).push(upload.seconds);
+      }
+    }
+    const latency = await hookLatency(dir);
+    const firnMedian = median(firnTimes);
+    const nixMedian = median(nixTimes);
+    const hookMedian = median(latency.hook);
+    const nodeMedian = median(latency.node);
+    const rows: Row[] = [
+      {
+        metric: `upload ${paths} paths (${SHAPE.mids} small, ${SHAPE.blobs} × ${SHAPE.blobBytes / MiB} MiB random), s`,
+        firn: firnMedian.toFixed(2),
+        reference: `${nixMedian.toFixed(2)} (nix copy, zstd)`,
+        ratio: ratio(firnMedian, nixMedian),
+        goal: '≤ 0.5×',
+        met: yesNo(firnMedian <= 0.5 * nixMedian),
+      },
+      {
+        metric: `firn hook latency, median of ${HOOK_CALLS}, ms`,
+        firn: hookMedian.toFixed(1),
+        reference: `${nodeMedian.toFixed(1)} (node -e 0)`,
+        ratio: ratio(hookMedian, nodeMedian),
+        goal: '≤ 50 ms',
+        met: yesNo(hookMedian <= 50),
+      },
+    ];
+    const sorted = [...latency.hook].sort((a, b) => a - b);
+    const p90 = sorted[Math.floor(sorted.length * 0.9)] ?? NaN;
+    process.stdout.write(
+      [
+        '## firn push and firn hook',
+        '',
+        table(rows),
+        '',
+        `- upload runs (s): firn ${firnTimes.map((s) => s.toFixed(2)).join(', ')}; nix copy ${nixTimes.map((s) => s.toFixed(2)).join(', ')}`,
+        `- hook latency: median ${hookMedian.toFixed(1)} ms, p90 ${p90.toFixed(1)} ms; \`node -e 0\` ${nodeMedian.toFixed(1)} ms; \`firn --version\` ${median(latency.version).toFixed(1)} ms`,
+        ...machineFacts(),
+        '',
+      ].join('\n'),
+    );
+  } finally {
+    nix[Symbol.dispose]();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+await main();
