@@ -42,7 +42,12 @@ export async function helpText(path: readonly string[]): Promise<string> {
   const stdout = new PassThrough();
   let text = '';
   stdout.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
-  await main([...path, '--help'], { stdin: new PassThrough(), stdout, stderr: new PassThrough(), env: {} });
+  await main([...path, '--help'], {
+    stdin: new PassThrough(),
+    stdout,
+    stderr: new PassThrough(),
+    env: {},
+  });
   return text;
 }
 

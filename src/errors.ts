@@ -230,6 +230,19 @@ export const ERRORS = {
     exit: USAGE,
     status: 404,
   },
+
+  // ── build ────────────────────────────────────────────────────────────────
+  FIRN_E_BUILD_NO_BUILDER: {
+    summary: 'No builder in the fleet can build a derivation (system or features)',
+    exit: UNAVAILABLE,
+    status: 503,
+  },
+  FIRN_E_BUILD_FAILED: { summary: 'One or more derivations failed to build', exit: 1, status: 500 },
+  FIRN_E_BUILDER_PROTOCOL: {
+    summary: 'A builder broke the nix-store --serve protocol or its connection',
+    exit: UNAVAILABLE,
+    status: 502,
+  },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERRORS;
