@@ -1,7 +1,7 @@
 /**
  * The default blob store: plain files under a directory, written crash-safely (temp file in the
- * same filesystem → fsync → rename → fsync of the directory), so a blob is either whole or absent
- * after a crash at any point. Temp files live in `tmp/` and are removed by `cleanup()` on start.
+ * same filesystem → fsync → rename), so a blob is either whole or absent after a crash at any
+ * point. Temp files live in `tmp/` and are removed by `cleanup()` on start.
  */
 import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -109,8 +109,9 @@ export class FsBlobStore implements BlobStore {
         }
       }
       await this.#ensureDir(target);
+      // No fsync of the directory: if power fails before the rename is durable, the blob is
+      // simply absent and start-up repair drops any index row that names it.
       await rename(temp, target);
-      await syncDir(join(target, '..'));
       return { size, created: true };
     } catch (error) {
       await rm(temp, { force: true });
@@ -149,14 +150,5 @@ export class FsBlobStore implements BlobStore {
     if (this.#knownDirs.has(dir)) return;
     await mkdir(dir, { recursive: true });
     this.#knownDirs.add(dir);
-  }
-}
-
-async function syncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }

@@ -53,7 +53,10 @@ export async function run(ctx: CommandContext): Promise<number> {
       ...(values['allow-missing-references'] === true ? { 'require-references': false } : {}),
     },
   });
-  const logger = pino({ level: config.logLevel }, pino.destination({ dest: 1, sync: false }));
+  const logger = pino(
+    { level: config.logLevel }, // Bounded: when stdout is slower than the requests, log lines are dropped, not buffered forever.
+    pino.destination({ dest: 1, sync: false, maxLength: 8 * 1024 * 1024 }),
+  );
   const server = await startServer(config, logger);
   const publicKey = formatPublicKey(publicKeyOf(server.cache.signingKey));
   ctx.stderr.write(banner(server.url, config.dataDir, publicKey));
