@@ -13,7 +13,7 @@
  * `firn --version` (start-up plus the CLI entry). Prints a markdown report on stdout.
  */
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FIRN_BIN } from '../test/helpers/firn.ts';
@@ -38,6 +38,43 @@ function note(message: string): void {
 interface Upload {
   readonly seconds: number;
   readonly paths: number;
+  /** CPU seconds (user + system) of the uploader and of the server while it ran. */
+  readonly clientCpu: number;
+  readonly serverCpu: number;
+}
+
+const CLOCK_TICKS = 100;
+
+/** utime + stime (fields 14, 15) or cutime + cstime (16, 17) of /proc/<pid>/stat, in seconds. */
+function statCpu(stat: string, children: boolean): number {
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const at = children ? 13 : 11;
+  return (Number(fields[at]) + Number(fields[at + 1])) / CLOCK_TICKS;
+}
+
+function processCpu(pid: number): number {
+  return statCpu(readFileSync(`/proc/${pid}/stat`, 'utf8'), false);
+}
+
+/** Runs a command under sh, which reports on stderr the CPU time of the children it waited for. */
+async function runWithCpu(
+  command: string,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv,
+): Promise<{ seconds: number; cpu: number }> {
+  const exit = await mustRun(
+    'sh',
+    [
+      '-c',
+      '"$@"; code=$?; echo "CPU $(cat /proc/$$/stat)" >&2; exit $code',
+      'sh',
+      command,
+      ...args,
+    ],
+    env,
+  );
+  const line = exit.stderr.split('\n').find((text) => text.startsWith('CPU ')) ?? '';
+  return { seconds: exit.seconds, cpu: statCpu(line.slice(4), true) };
 }
 
 async function uploadWith(
@@ -48,9 +85,10 @@ async function uploadWith(
   const server = await startFirn({ dataDir, logFile: `${dataDir}.log`, logLevel: 'warn' });
   try {
     const token = await server.token('push', 'bench');
+    const serverBefore = processCpu(server.pid);
     let exit;
     if (tool === 'firn') {
-      exit = await mustRun(
+      exit = await runWithCpu(
         FIRN_BIN,
         ['push', '--cache', server.url, '--store', options.store, '--no-progress', options.root],
         { ...process.env, FIRN_TOKEN: token },
@@ -58,7 +96,7 @@ async function uploadWith(
     } else {
       const netrc = join(options.dir, `netrc-${randomUUID()}`);
       writeFileSync(netrc, `machine 127.0.0.1 login firn password ${token}\n`);
-      exit = await mustRun(
+      exit = await runWithCpu(
         'nix',
         [
           'copy',
@@ -74,9 +112,10 @@ async function uploadWith(
         options.nix.env,
       );
     }
+    const serverCpu = processCpu(server.pid) - serverBefore;
     const missing = await cacheMissing(server.url, options.paths);
     if (missing.length > 0) throw new Error(`${tool} left ${missing.length} paths out`);
-    return { seconds: exit.seconds, paths: options.paths.length };
+    return { seconds: exit.seconds, paths: options.paths.length, clientCpu: exit.cpu, serverCpu };
   } finally {
     await server.stop();
     rmSync(dataDir, { recursive: true, force: true });
@@ -120,6 +159,10 @@ async function main(): Promise<void> {
     const store = join(dir, 'store');
     const firnTimes: number[] = [];
     const nixTimes: number[] = [];
+    const cpu = {
+      firn: { client: [] as number[], server: [] as number[] },
+      nix: { client: [] as number[], server: [] as number[] },
+    };
     let paths = 0;
     for (let rep = 0; rep < REPS; rep++) {
       const closures = [
@@ -138,8 +181,12 @@ async function main(): Promise<void> {
           root: closure.top,
           paths: closure.paths,
         });
-        note(`rep ${rep + 1}: ${tool} ${upload.seconds.toFixed(2)} s for ${upload.paths} paths`);
+        note(
+          `rep ${rep + 1}: ${tool} ${upload.seconds.toFixed(2)} s for ${upload.paths} paths; CPU: client ${upload.clientCpu.toFixed(2)} s, server ${upload.serverCpu.toFixed(2)} s`,
+        );
         (tool === 'firn' ? firnTimes : nixTimes).push(upload.seconds);
+        cpu[tool].client.push(upload.clientCpu);
+        cpu[tool].server.push(upload.serverCpu);
       }
     }
     const latency = await hookLatency(dir);
@@ -155,6 +202,17 @@ async function main(): Promise<void> {
         ratio: ratio(firnMedian, nixMedian),
         goal: '≤ 0.5×',
         met: yesNo(firnMedian <= 0.5 * nixMedian),
+      },
+      {
+        metric: 'same uploads: CPU s of uploader + server (median)',
+        firn: `${median(cpu.firn.client).toFixed(2)} + ${median(cpu.firn.server).toFixed(2)}`,
+        reference: `${median(cpu.nix.client).toFixed(2)} + ${median(cpu.nix.server).toFixed(2)}`,
+        ratio: ratio(
+          median(cpu.firn.client) + median(cpu.firn.server),
+          median(cpu.nix.client) + median(cpu.nix.server),
+        ),
+        goal: '(context)',
+        met: '—',
       },
       {
         metric: `firn hook latency, median of ${HOOK_CALLS}, ms`,

@@ -2,15 +2,16 @@
  * The binary cache: `firn serve` against nginx serving the same cache as static files, in one
  * run, on the same data, over loopback only.
  *
- *   node bench/serve.ts                      # full run (a few minutes)
- *   FIRN_BENCH_QUICK=1 node bench/serve.ts   # small smoke run
+ *   node bench/serve.ts                      # full run (about 3 minutes)
+ *   FIRN_BENCH_QUICK=1 node bench/serve.ts   # small smoke run (under a minute)
  *
  * Builds a fresh closure (a few hundred small paths and one large path, plus a separate huge
  * path) in a chroot store, then measures:
  *   1. uploads: `nix copy --to http://firn?compression=zstd` vs `--to file://DIR?compression=zstd`
  *      of that closure into empty caches, wall time (median of FIRN_BENCH_REPS);
- *   2. narinfo GETs: wrk, 64 connections, rotating over every narinfo: req/s and p99, firn with
- *      --log-level warn (no access log) and info (access log to a file) vs nginx;
+ *   2. narinfo GETs: wrk, 64 connections, rotating over every narinfo: req/s, p99 and server CPU
+ *      per request, firn at --log-level warn (no access log) and info (access log to a file)
+ *      vs nginx;
  *   3. NAR downloads: 4 parallel curl downloads of the large NAR, MB/s;
  *   4. peak RSS (VmHWM) of every firn server process through all of it, including the huge path
  *      uploaded and downloaded.
@@ -33,7 +34,7 @@ import { makeNixEnv } from '../test/helpers/nix.ts';
 import { buildClosure, hashPart, narinfoUrls, SANDBOX_PATHS, type Sizes } from './lib/closure.ts';
 import { startFirn, type BenchServer } from './lib/firn-server.ts';
 import { startNginx, type Nginx } from './lib/nginx.ts';
-import { median, mustRun, requireTools } from './lib/procs.ts';
+import { cpuSeconds, loadAverage, median, mustRun, requireTools } from './lib/procs.ts';
 import { machineFacts, ratio, table, yesNo, type Row } from './lib/report.ts';
 import { runWrk, writeRotatingScript, type WrkResult } from './lib/wrk.ts';
 
@@ -57,15 +58,16 @@ const SIZES: Sizes = {
 const WRK_SECONDS = setting('FIRN_BENCH_WRK_SECONDS', 10, 3);
 const REPS = Math.max(1, setting('FIRN_BENCH_REPS', 3, 1));
 const CONNECTIONS = 64;
+const WRK_THREADS = 2;
 const DOWNLOADS = 4;
+const DOWNLOAD_REPS = 3;
 
 const GOALS = { narinfo: 0.8, download: 0.8, upload: 1.2, rssMb: 200 };
 
 const started = performance.now();
 function note(message: string): void {
-  process.stderr.write(
-    `[${((performance.now() - started) / 1000).toFixed(0).padStart(4)} s] ${message}\n`,
-  );
+  const seconds = ((performance.now() - started) / 1000).toFixed(0).padStart(4);
+  process.stderr.write(`[${seconds} s] ${message}\n`);
 }
 
 interface Run {
@@ -101,8 +103,21 @@ async function firnServer(
   return server;
 }
 
+/** CPU seconds used so far by a server's processes (nginx: master and workers). */
+type CpuMeter = () => number;
+
+function meter(pids: () => readonly number[]): CpuMeter {
+  return () => pids().reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+}
+
+interface Download {
+  readonly mbPerSecond: number;
+  readonly cpuSeconds: number;
+}
+
 /** DOWNLOADS curl clients fetching `url` at once: MB/s over the whole wall time. */
-async function parallelDownload(url: string, expectedBytes: number): Promise<number> {
+async function parallelDownload(url: string, bytes: number, cpu: CpuMeter): Promise<Download> {
+  const cpuBefore = cpu();
   const begin = performance.now();
   const exits = await Promise.all(
     Array.from({ length: DOWNLOADS }, () =>
@@ -111,10 +126,10 @@ async function parallelDownload(url: string, expectedBytes: number): Promise<num
   );
   const seconds = (performance.now() - begin) / 1000;
   for (const exit of exits) {
-    if (exit.stdout !== `200 ${expectedBytes}`)
-      throw new Error(`download of ${url} gave '${exit.stdout}', expected '200 ${expectedBytes}'`);
+    if (exit.stdout !== `200 ${bytes}`)
+      throw new Error(`download of ${url} gave '${exit.stdout}', expected '200 ${bytes}'`);
   }
-  return (DOWNLOADS * expectedBytes) / seconds / 1e6;
+  return { mbPerSecond: (DOWNLOADS * bytes) / seconds / 1e6, cpuSeconds: cpu() - cpuBefore };
 }
 
 /** The `URL:` of a narinfo, e.g. `nar/1abc….nar.zst`. */
@@ -130,25 +145,28 @@ async function fetchText(url: string): Promise<string> {
   return response.text();
 }
 
-async function wrkBoth(label: string, url: string, script: string): Promise<WrkResult> {
+interface NarinfoLoad extends WrkResult {
+  /** Server CPU time per request, in µs: less sensitive than req/s to other load on the box. */
+  readonly cpuUsPerRequest: number;
+}
+
+async function narinfoLoad(
+  label: string,
+  url: string,
+  script: string,
+  cpu: CpuMeter,
+): Promise<NarinfoLoad> {
+  const options = { url, script, connections: CONNECTIONS, threads: WRK_THREADS };
   // A short warm-up first: JIT, page cache, keep-alive connections.
-  await runWrk({
-    url,
-    script,
-    connections: CONNECTIONS,
-    threads: 2,
-    seconds: Math.min(2, WRK_SECONDS),
-  });
-  const result = await runWrk({
-    url,
-    script,
-    connections: CONNECTIONS,
-    threads: 2,
-    seconds: WRK_SECONDS,
-  });
+  await runWrk({ ...options, seconds: Math.min(2, WRK_SECONDS) });
+  const cpuBefore = cpu();
+  const result = await runWrk({ ...options, seconds: WRK_SECONDS });
+  const cpuUsPerRequest = ((cpu() - cpuBefore) * 1e6) / result.requests;
   if (result.errors > 0) throw new Error(`${label}: ${result.errors} failed requests under wrk`);
-  note(`${label}: ${result.requestsPerSecond.toFixed(0)} req/s, p99 ${result.p99Ms.toFixed(2)} ms`);
-  return result;
+  note(
+    `${label}: ${result.requestsPerSecond.toFixed(0)} req/s, p99 ${result.p99Ms.toFixed(2)} ms, ${cpuUsPerRequest.toFixed(0)} µs CPU/request`,
+  );
+  return { ...result, cpuUsPerRequest };
 }
 
 function commandLine(): string {
@@ -159,6 +177,8 @@ function commandLine(): string {
   return [...vars, 'node', 'bench/serve.ts', ...process.argv.slice(2)].join(' ');
 }
 
+const seconds = (values: readonly number[]): string => values.map((s) => s.toFixed(2)).join(', ');
+
 async function main(): Promise<void> {
   requireTools([
     { command: 'nginx', pkg: 'nginx-light' },
@@ -167,6 +187,7 @@ async function main(): Promise<void> {
     { command: 'nix', pkg: 'nix-bin' },
     { command: 'nix-build', pkg: 'nix-bin' },
   ]);
+  const loadAtStart = loadAverage();
   const dir = env.FIRN_BENCH_DIR ?? mkdtempSync(join(tmpdir(), 'firn-bench-serve-'));
   mkdirSync(dir, { recursive: true });
   chmodSync(dir, 0o755);
@@ -194,14 +215,12 @@ async function main(): Promise<void> {
       firnData = join(dir, `firn-data-${rep}`);
       const server = await firnServer(run, firnData, 'warn');
       const toFile = async (): Promise<void> => {
-        uploadFile.push(
-          await nixCopy(run, closure.store, `file://${fileCache}?compression=zstd`, closure.root),
-        );
+        const to = `file://${fileCache}?compression=zstd`;
+        uploadFile.push(await nixCopy(run, closure.store, to, closure.root));
       };
       const toFirn = async (): Promise<void> => {
-        uploadFirn.push(
-          await nixCopy(run, closure.store, `${server.url}?compression=zstd`, closure.root),
-        );
+        const to = `${server.url}?compression=zstd`;
+        uploadFirn.push(await nixCopy(run, closure.store, to, closure.root));
       };
       if (rep % 2 === 0) {
         await toFirn();
@@ -220,64 +239,88 @@ async function main(): Promise<void> {
       } else live = server;
     }
     if (live === undefined) throw new Error('no upload ran');
+    const warnServer = live;
 
     // 2. narinfo GETs over the same hash parts on both servers.
     nginx = await startNginx(fileCache, join(dir, 'nginx'));
+    const nginxCpu = meter(nginx.pids);
+    const firnCpu = meter(() => [warnServer.pid]);
     const urls = narinfoUrls(fileCache);
     const script = join(dir, 'narinfo.lua');
     writeRotatingScript(script, urls);
-    const narinfoNginx = await wrkBoth('narinfo nginx', nginx.url, script);
-    const narinfoWarn = await wrkBoth('narinfo firn (warn)', live.url, script);
+    const narinfoNginx = await narinfoLoad('narinfo nginx', nginx.url, script, nginxCpu);
+    const narinfoWarn = await narinfoLoad('narinfo firn (warn)', warnServer.url, script, firnCpu);
 
     // 3. NAR downloads of the large path, interleaved.
     const largeHash = hashPart(closure.large);
     const nginxNar = narUrlOf(readFileSync(join(fileCache, `${largeHash}.narinfo`), 'utf8'));
-    const firnNar = narUrlOf(await fetchText(`${live.url}/${largeHash}.narinfo`));
+    const firnNar = narUrlOf(await fetchText(`${warnServer.url}/${largeHash}.narinfo`));
     const largeNarBytes = statSync(join(fileCache, nginxNar)).size;
-    const downloadFirn: number[] = [];
-    const downloadNginx: number[] = [];
-    for (let rep = 0; rep < 3; rep++) {
-      downloadNginx.push(await parallelDownload(`${nginx.url}/${nginxNar}`, largeNarBytes));
-      downloadFirn.push(await parallelDownload(`${live.url}/${firnNar}`, largeNarBytes));
+    const downloadFirn: Download[] = [];
+    const downloadNginx: Download[] = [];
+    for (let rep = 0; rep < DOWNLOAD_REPS; rep++) {
+      downloadNginx.push(
+        await parallelDownload(`${nginx.url}/${nginxNar}`, largeNarBytes, nginxCpu),
+      );
+      downloadFirn.push(
+        await parallelDownload(`${warnServer.url}/${firnNar}`, largeNarBytes, firnCpu),
+      );
     }
-    note(
-      `downloads: firn ${median(downloadFirn).toFixed(0)} MB/s, nginx ${median(downloadNginx).toFixed(0)} MB/s`,
-    );
+    const firnDownload = median(downloadFirn.map((d) => d.mbPerSecond));
+    const nginxDownload = median(downloadNginx.map((d) => d.mbPerSecond));
+    note(`downloads: firn ${firnDownload.toFixed(0)} MB/s, nginx ${nginxDownload.toFixed(0)} MB/s`);
+    const downloadedGb = (DOWNLOAD_REPS * DOWNLOADS * largeNarBytes) / 1e9;
+    const cpuPerGb = (downloads: readonly Download[]): string =>
+      (downloads.reduce((sum, d) => sum + d.cpuSeconds, 0) / downloadedGb).toFixed(2);
 
-    // 4. The huge path through the warn server: upload, then download.
+    // 4. The huge path through the warn server: upload, then download; file:// for reference.
     const hugeUpload = await nixCopy(
       run,
       closure.store,
-      `${live.url}?compression=zstd`,
+      `${warnServer.url}?compression=zstd`,
       closure.huge,
     );
-    const hugeNar = narUrlOf(await fetchText(`${live.url}/${hashPart(closure.huge)}.narinfo`));
-    const hugeNarBytes = Number(
-      (await fetch(`${live.url}/${hugeNar}`, { method: 'HEAD' })).headers.get('content-length'),
+    const hugeFile = join(dir, 'file-cache-huge');
+    const hugeUploadFile = await nixCopy(
+      run,
+      closure.store,
+      `file://${hugeFile}?compression=zstd`,
+      closure.huge,
     );
-    const hugeDownloadBegin = performance.now();
+    rmSync(hugeFile, { recursive: true, force: true });
+    const hugeNar = narUrlOf(
+      await fetchText(`${warnServer.url}/${hashPart(closure.huge)}.narinfo`),
+    );
+    const hugeHead = await fetch(`${warnServer.url}/${hugeNar}`, { method: 'HEAD' });
+    const hugeNarBytes = Number(hugeHead.headers.get('content-length'));
+    const hugeBegin = performance.now();
     const hugeDownload = await mustRun('curl', [
       '-sS',
       '-o',
       '/dev/null',
       '-w',
       '%{http_code} %{size_download}',
-      `${live.url}/${hugeNar}`,
+      `${warnServer.url}/${hugeNar}`,
     ]);
-    const hugeDownloadSeconds = (performance.now() - hugeDownloadBegin) / 1000;
+    const hugeDownloadSeconds = (performance.now() - hugeBegin) / 1000;
     if (hugeDownload.stdout !== `200 ${hugeNarBytes}`)
       throw new Error(`huge download gave '${hugeDownload.stdout}'`);
     note(
-      `huge path: upload ${hugeUpload.toFixed(1)} s, download ${hugeDownloadSeconds.toFixed(1)} s`,
+      `huge path: upload ${hugeUpload.toFixed(1)} s (file:// ${hugeUploadFile.toFixed(1)} s), download ${hugeDownloadSeconds.toFixed(1)} s`,
     );
-    const warnPeakKb = live.peakKb();
-    await live.stop();
+    const warnPeakKb = warnServer.peakKb();
+    await warnServer.stop();
     live = undefined;
 
     // 2b. narinfo GETs with the access log on, same data directory.
     const infoServer = await firnServer(run, firnData, 'info');
     live = infoServer;
-    const narinfoInfo = await wrkBoth('narinfo firn (info)', infoServer.url, script);
+    const narinfoInfo = await narinfoLoad(
+      'narinfo firn (info)',
+      infoServer.url,
+      script,
+      meter(() => [infoServer.pid]),
+    );
     const accessLogBytes = statSync(join(dir, 'firn-info.log')).size;
     await infoServer.stop();
     live = undefined;
@@ -288,41 +331,27 @@ async function main(): Promise<void> {
     const peakKb = Math.max(...run.servers.map((server) => server.peakKb()));
     const firnUpload = median(uploadFirn);
     const fileUpload = median(uploadFile);
-    const firnDownload = median(downloadFirn);
-    const nginxDownload = median(downloadNginx);
+    const narinfoRow = (level: string, firn: NarinfoLoad): Row[] => [
+      {
+        metric: `narinfo GET req/s (wrk, ${CONNECTIONS} conns, ${WRK_SECONDS} s, --log-level ${level})`,
+        firn: firn.requestsPerSecond.toFixed(0),
+        reference: narinfoNginx.requestsPerSecond.toFixed(0),
+        ratio: ratio(firn.requestsPerSecond, narinfoNginx.requestsPerSecond),
+        goal: `≥ ${GOALS.narinfo}×`,
+        met: yesNo(firn.requestsPerSecond >= GOALS.narinfo * narinfoNginx.requestsPerSecond),
+      },
+      {
+        metric: `narinfo GET p99 latency, ms (--log-level ${level})`,
+        firn: firn.p99Ms.toFixed(2),
+        reference: narinfoNginx.p99Ms.toFixed(2),
+        ratio: ratio(firn.p99Ms, narinfoNginx.p99Ms),
+        goal: '—',
+        met: '—',
+      },
+    ];
     const rows: Row[] = [
-      {
-        metric: `narinfo GET req/s (wrk, ${CONNECTIONS} conns, ${WRK_SECONDS} s, --log-level warn)`,
-        firn: narinfoWarn.requestsPerSecond.toFixed(0),
-        reference: narinfoNginx.requestsPerSecond.toFixed(0),
-        ratio: ratio(narinfoWarn.requestsPerSecond, narinfoNginx.requestsPerSecond),
-        goal: `≥ ${GOALS.narinfo}×`,
-        met: yesNo(narinfoWarn.requestsPerSecond >= GOALS.narinfo * narinfoNginx.requestsPerSecond),
-      },
-      {
-        metric: 'narinfo GET p99 latency, ms (--log-level warn)',
-        firn: narinfoWarn.p99Ms.toFixed(2),
-        reference: narinfoNginx.p99Ms.toFixed(2),
-        ratio: ratio(narinfoWarn.p99Ms, narinfoNginx.p99Ms),
-        goal: '—',
-        met: '—',
-      },
-      {
-        metric: 'narinfo GET req/s (--log-level info: access log to a file)',
-        firn: narinfoInfo.requestsPerSecond.toFixed(0),
-        reference: narinfoNginx.requestsPerSecond.toFixed(0),
-        ratio: ratio(narinfoInfo.requestsPerSecond, narinfoNginx.requestsPerSecond),
-        goal: `≥ ${GOALS.narinfo}×`,
-        met: yesNo(narinfoInfo.requestsPerSecond >= GOALS.narinfo * narinfoNginx.requestsPerSecond),
-      },
-      {
-        metric: 'narinfo GET p99 latency, ms (--log-level info)',
-        firn: narinfoInfo.p99Ms.toFixed(2),
-        reference: narinfoNginx.p99Ms.toFixed(2),
-        ratio: ratio(narinfoInfo.p99Ms, narinfoNginx.p99Ms),
-        goal: '—',
-        met: '—',
-      },
+      ...narinfoRow('warn', narinfoWarn),
+      ...narinfoRow('info', narinfoInfo),
       {
         metric: `NAR download MB/s (${DOWNLOADS} parallel × ${(largeNarBytes / MiB).toFixed(0)} MiB)`,
         firn: firnDownload.toFixed(0),
@@ -354,12 +383,12 @@ async function main(): Promise<void> {
       table(rows),
       '',
       'Details:',
-      `- uploads (s), firn: ${uploadFirn.map((s) => s.toFixed(2)).join(', ')}; file://: ${uploadFile.map((s) => s.toFixed(2)).join(', ')}`,
-      `- downloads (MB/s), firn: ${downloadFirn.map((v) => v.toFixed(0)).join(', ')}; nginx: ${downloadNginx.map((v) => v.toFixed(0)).join(', ')}`,
-      `- narinfo p50 (ms): nginx ${narinfoNginx.p50Ms.toFixed(2)}, firn warn ${narinfoWarn.p50Ms.toFixed(2)}, firn info ${narinfoInfo.p50Ms.toFixed(2)}; ${urls.length} distinct narinfos; access log written: ${(accessLogBytes / MiB).toFixed(1)} MiB`,
-      `- huge path (${(hugeNarBytes / MiB).toFixed(0)} MiB NAR): nix copy to firn ${hugeUpload.toFixed(1)} s, one curl download ${hugeDownloadSeconds.toFixed(1)} s (${(hugeNarBytes / hugeDownloadSeconds / 1e6).toFixed(0)} MB/s); peak RSS of that server ${(warnPeakKb / 1024).toFixed(0)} MB`,
-      `- peak RSS per firn process (MB): ${run.servers.map((server) => (server.peakKb() / 1024).toFixed(0)).join(', ')}`,
-      `- wrk: 2 threads, ${CONNECTIONS} connections, ${WRK_SECONDS} s after a warm-up; nginx: worker_processes auto, sendfile on, access_log off; firn: one process`,
+      `- narinfo, server CPU per request (µs): nginx ${narinfoNginx.cpuUsPerRequest.toFixed(0)} (all workers), firn warn ${narinfoWarn.cpuUsPerRequest.toFixed(0)}, firn info ${narinfoInfo.cpuUsPerRequest.toFixed(0)}; p50 (ms): nginx ${narinfoNginx.p50Ms.toFixed(2)}, firn warn ${narinfoWarn.p50Ms.toFixed(2)}, firn info ${narinfoInfo.p50Ms.toFixed(2)}; ${urls.length} distinct narinfos; access log written: ${(accessLogBytes / MiB).toFixed(1)} MiB`,
+      `- downloads (MB/s), firn: ${downloadFirn.map((d) => d.mbPerSecond.toFixed(0)).join(', ')}; nginx: ${downloadNginx.map((d) => d.mbPerSecond.toFixed(0)).join(', ')}; server CPU per GB sent: firn ${cpuPerGb(downloadFirn)} s, nginx ${cpuPerGb(downloadNginx)} s`,
+      `- uploads (s), firn: ${seconds(uploadFirn)}; file://: ${seconds(uploadFile)}`,
+      `- huge path (${(hugeNarBytes / MiB).toFixed(0)} MiB NAR): nix copy to firn ${hugeUpload.toFixed(1)} s, to file:// ${hugeUploadFile.toFixed(1)} s (${ratio(hugeUpload, hugeUploadFile)}); one curl download from firn ${hugeDownloadSeconds.toFixed(1)} s (${(hugeNarBytes / hugeDownloadSeconds / 1e6).toFixed(0)} MB/s); peak RSS of that server ${(warnPeakKb / 1024).toFixed(0)} MB`,
+      `- peak RSS per firn process in start order (MB): ${run.servers.map((server) => (server.peakKb() / 1024).toFixed(0)).join(', ')}`,
+      `- wrk: ${WRK_THREADS} threads, ${CONNECTIONS} connections, ${WRK_SECONDS} s after a 2 s warm-up, on the same machine as the servers; nginx: worker_processes auto, sendfile on, access_log off; firn: bin/firn serve, one process`,
       '',
       'Command:',
       '',
@@ -370,6 +399,7 @@ async function main(): Promise<void> {
       'Machine:',
       '',
       ...machineFacts(),
+      `- load average (1 min) at start ${loadAtStart}, at end ${loadAverage()}`,
       `- total run time: ${((performance.now() - started) / 1000).toFixed(0)} s`,
       '',
     ];

@@ -11,6 +11,8 @@ import { childPids, procStatusKb } from './procs.ts';
 
 export interface Nginx {
   readonly url: string;
+  /** The master and its workers. */
+  readonly pids: () => number[];
   /** Highest VmHWM (kB) of any one nginx process seen so far. */
   peakKb(): number;
   stop(): Promise<void>;
@@ -85,6 +87,7 @@ http {
   };
   return {
     url,
+    pids: () => [master, ...childPids(master)],
     peakKb,
     async stop() {
       peakKb();

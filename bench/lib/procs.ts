@@ -123,3 +123,27 @@ export async function mustRun(
   }
   return exit;
 }
+
+let clockTicks: number | undefined;
+
+/** CPU time (user + system, all threads) a process has used so far, in seconds; 0 once gone. */
+export function cpuSeconds(pid: number): number {
+  clockTicks ??= Number(firstLine('getconf', ['CLK_TCK'])) || 100;
+  try {
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+  } catch {
+    return 0;
+  }
+}
+
+/** The one-minute load average: other work on the machine skews every number here. */
+export function loadAverage(): string {
+  try {
+    return readFileSync('/proc/loadavg', 'utf8').split(' ')[0] ?? '?';
+  } catch {
+    return '?';
+  }
+}

@@ -40,6 +40,6 @@ export function machineFacts(): string[] {
     `- ${firstLine('nix', ['--version'])}`,
     `- ${firstLine('nginx', ['-v'])}`,
     `- ${firstLine('wrk', ['-v'])}`,
-    `- ${firstLine('curl', ['--version'])}`,
+    `- ${firstLine('curl', ['--version']).split(' (')[0] ?? ''}`,
   ];
 }

@@ -105,10 +105,11 @@ export class ServeConnection {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: options.env ?? process.env,
     });
-    let early = '';
+    // Kept for the whole life of the connection: what the peer said last explains a hang-up.
+    let recent = '';
     child.stderr.setEncoding('utf8');
     const collect = (chunk: string): void => {
-      early = (early + chunk).slice(-4096);
+      recent = (recent + chunk).slice(-4096);
     };
     child.stderr.on('data', collect);
     child.stdin.on('error', () => {
@@ -120,7 +121,10 @@ export class ServeConnection {
       });
     });
     const reader = new WireReader(child.stdout, () =>
-      lost(options.label, `the connection closed${early.trim() === '' ? '' : `: ${lastLines(early)}`}`),
+      lost(
+        options.label,
+        `the connection closed${recent.trim() === '' ? '' : `: ${lastLines(recent)}`}`,
+      ),
     );
     child.stdin.write(Buffer.concat([u64(SERVE_MAGIC_1), u64(CLIENT_VERSION)]));
     try {
@@ -138,7 +142,6 @@ export class ServeConnection {
           `unsupported serve protocol version ${version >> 8}.${version & 0xff} (Nix 2.4 or newer is needed)`,
         );
       }
-      child.stderr.off('data', collect);
       return new ServeConnection(child, reader, version, options.label);
     } catch (error) {
       child.kill('SIGKILL');
@@ -180,7 +183,7 @@ export class ServeConnection {
         u64(options.maxSilentTime ?? 0),
         u64(options.buildTimeout ?? 0),
         u64(0), // maxLogSize: unlimited
-        u64(1), // nrRepeats (≥ 2.3): builds = nrRepeats… Nix treats 0 and 1 alike
+        u64(0), // buildRepeat: extra rounds, none
         u64(0), // enforceDeterminism
       );
       const status = await this.reader.u64();
@@ -211,13 +214,16 @@ export class ServeConnection {
 
   close(): void {
     if (this.exited) return;
+    this.exited = true;
     this.child.stdin.end();
     this.child.kill('SIGTERM');
   }
 
   /** SIGKILL: for a cancelled build (ssh's exit makes the remote nix-store stop). */
   kill(): void {
-    if (!this.exited) this.child.kill('SIGKILL');
+    if (this.exited) return;
+    this.exited = true;
+    this.child.kill('SIGKILL');
   }
 
   private send(...parts: Buffer[]): void {

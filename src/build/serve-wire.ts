@@ -55,7 +55,8 @@ export class WireReader {
       if (this.ended !== undefined) throw this.ended;
       await new Promise<void>((resolve) => (this.waiter = resolve));
     }
-    const all = this.chunks.length === 1 ? (this.chunks[0] ?? Buffer.alloc(0)) : Buffer.concat(this.chunks);
+    const all =
+      this.chunks.length === 1 ? (this.chunks[0] ?? Buffer.alloc(0)) : Buffer.concat(this.chunks);
     const out = all.subarray(0, length);
     const rest = all.subarray(length);
     this.chunks = rest.length === 0 ? [] : [rest];
@@ -65,7 +66,8 @@ export class WireReader {
 
   async u64(): Promise<number> {
     const value = (await this.read(8)).readBigUInt64LE();
-    if (value > BigInt(Number.MAX_SAFE_INTEGER)) throw new Error(`serve protocol: integer ${value} too large`);
+    if (value > BigInt(Number.MAX_SAFE_INTEGER))
+      throw new Error(`serve protocol: integer ${value} too large`);
     return Number(value);
   }
 

@@ -41,17 +41,23 @@ export function splitNarFileName(
 }
 
 const CHUNK = 1 << 20; // node:zlib's 16 KiB default is ~3.5x slower for zstd
+const SMALL_CHUNK = 64 * 1024;
 
-export function createDecompressor(compression: Compression): Duplex {
+/**
+ * `sizeHint` is the compressed size when known: most store paths are small, and a 1 MiB output
+ * buffer per upload would cost more to allocate than the whole decompression.
+ */
+export function createDecompressor(compression: Compression, sizeHint = Infinity): Duplex {
+  const chunkSize = sizeHint < SMALL_CHUNK ? SMALL_CHUNK : CHUNK;
   switch (compression) {
     case 'none':
-      return new PassThrough({ highWaterMark: CHUNK });
+      return new PassThrough({ highWaterMark: chunkSize });
     case 'zstd':
-      return createZstdDecompress({ chunkSize: CHUNK });
+      return createZstdDecompress({ chunkSize });
     case 'gzip':
-      return createGunzip({ chunkSize: CHUNK });
+      return createGunzip({ chunkSize });
     case 'br':
-      return createBrotliDecompress({ chunkSize: CHUNK });
+      return createBrotliDecompress({ chunkSize });
     case 'xz':
       return spawnFilter('xz', ['-dc', '-T1']);
     case 'bzip2':

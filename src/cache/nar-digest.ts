@@ -34,9 +34,9 @@ export class NarDigest {
   #narSize = 0;
   #fileHash: Buffer | undefined;
 
-  constructor(compression: Compression, maxBytes: number) {
+  constructor(compression: Compression, maxBytes: number, sizeHint?: number) {
     this.#maxBytes = maxBytes;
-    this.#decompressor = createDecompressor(compression);
+    this.#decompressor = createDecompressor(compression, sizeHint);
     // The NAR is also parsed: a cache must not sign bytes that no Nix could unpack.
     const parser = new NarParser();
     const sink = new Writable({

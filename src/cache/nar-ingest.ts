@@ -25,6 +25,8 @@ export interface NarUpload {
   readonly signal?: AbortSignal;
   /** Largest compressed size accepted. */
   readonly maxBytes?: number;
+  /** The declared body size (Content-Length), when the client sent one. */
+  readonly sizeHint?: number | undefined;
 }
 
 export interface NarIngestResult {
@@ -58,7 +60,11 @@ export function parseNarFileName(fileName: string): {
 
 export async function ingestNar(deps: NarIngestDeps, upload: NarUpload): Promise<NarIngestResult> {
   const { fileHash, compression, key } = parseNarFileName(upload.fileName);
-  const digest = new NarDigest(compression, upload.maxBytes ?? Number.MAX_SAFE_INTEGER);
+  const digest = new NarDigest(
+    compression,
+    upload.maxBytes ?? Number.MAX_SAFE_INTEGER,
+    upload.sizeHint,
+  );
   let facts: NarFacts | undefined;
   const put = await deps.blobs.put(key, digest.through(upload.body), {
     ...(upload.signal === undefined ? {} : { signal: upload.signal }),

@@ -36,6 +36,12 @@ export const pushConfigSchema = z.strictObject({
   store: z.string().describe('root of a chroot store; / is the real one').default('/'),
   compression: z.enum(['zstd', 'none']).default('zstd'),
   'compression-level': z.number().int().min(1).max(19).default(3),
+  'compress-min-size': z
+    .number()
+    .int()
+    .nonnegative()
+    .describe('NARs smaller than this many bytes are sent uncompressed')
+    .default(4096),
   jobs: z.number().int().min(1).max(64).describe('NARs uploaded at once').default(4),
   upstreams: z
     .array(z.string())
@@ -58,6 +64,7 @@ export interface PushConfig {
   readonly store: string;
   readonly compression: 'zstd' | 'none';
   readonly compressionLevel: number;
+  readonly compressMinSize: number;
   readonly jobs: number;
   readonly upstreams: readonly string[];
   readonly retries: number;
@@ -118,6 +125,7 @@ export async function loadPushConfig(options: {
     store: config.store,
     compression: config.compression,
     compressionLevel: config['compression-level'],
+    compressMinSize: config['compress-min-size'],
     jobs: config.jobs,
     upstreams: config.upstreams,
     retries: config.retries,
@@ -128,7 +136,7 @@ export async function loadPushConfig(options: {
   });
 }
 
-const NUMERIC_KEYS = new Set(['jobs', 'compression-level', 'retries']);
+const NUMERIC_KEYS = new Set(['jobs', 'compression-level', 'compress-min-size', 'retries']);
 
 /** Environment values and flags are strings; turn them into what the schema expects. */
 function coerce(key: string, value: string): unknown {

@@ -15,7 +15,7 @@ import { derivationOutputs } from './drv-outputs.ts';
 import type { Emit } from './events.ts';
 import type { NarOptions } from './nar-upload.ts';
 import { mapLimit } from './pool.ts';
-import { pushClosure, pushFailure, type PushContext } from './push.ts';
+import { isPermanent, pushClosure, pushFailure, type PushContext } from './push.ts';
 import {
   claim,
   complete,
@@ -97,13 +97,20 @@ export async function drainForever(
   let backoff = 0;
   const stopped = (): boolean => ctx.signal?.aborted === true;
   while (!stopped()) {
-    const summary = await drainOnce(ctx);
+    let summary: DrainSummary;
+    try {
+      summary = await drainOnce(ctx);
+    } catch (error) {
+      // A spool or store that cannot be read now (full disk, nix missing) may be fixed later.
+      if (!FirnError.is(error)) throw error;
+      summary = { done: 0, failed: 0, left: 1, uploaded: 0, error };
+    }
     if (stopped()) break;
     if (summary.error !== undefined && summary.left > 0) {
       backoff = Math.min(maxBackoffMs, backoff === 0 ? pollIntervalMs : backoff * 2);
       ctx.emit({
         event: 'warning',
-        message: `${summary.left} entries wait: ${summary.error.message}; next try in ${Math.round(backoff / 1000)} s`,
+        message: `spool entries wait: ${summary.error.message}; next try in ${backoff < 1000 ? `${backoff} ms` : `${Math.round(backoff / 1000)} s`}`,
       });
       await sleep(backoff, ctx.signal).catch(() => undefined);
     } else {
@@ -159,12 +166,14 @@ async function drainEntries(
     stored.map(({ claimed }) => claimed),
   );
   let done = 0;
-  for (const { claimed } of live) {
+  for (const { claimed, paths } of live) {
     const logError = logFailures.get(claimed.name);
     if (stored.some((entry) => entry.claimed === claimed) && logError === undefined) {
       complete(ctx.spool, claimed);
       ctx.emit({ event: 'entry', entry: claimed.name, status: 'done' });
       done++;
+    } else if (logError === undefined && givenUp(paths, result.failures) !== undefined) {
+      giveUp(claimed, reasonOf(givenUp(paths, result.failures)));
     } else {
       release(ctx.spool, [claimed]);
       error ??= logError;
@@ -177,6 +186,31 @@ async function drainEntries(
     }
   }
   return { done, failed, uploaded: result.uploaded, error };
+}
+
+/**
+ * The reason to give an entry up: some of its paths failed, and every one of those failures is
+ * one that retrying cannot fix (the cache refused them, or the store path is damaged).
+ */
+function givenUp(
+  paths: readonly string[],
+  failures: ReadonlyMap<string, FirnError>,
+): FirnError | undefined {
+  const own = paths.flatMap((path) => {
+    const failure = failures.get(path);
+    return failure === undefined ? [] : [failure];
+  });
+  if (own.length === 0 || !own.every(isPermanent)) return undefined;
+  return (
+    own.find((failure) => !failure.message.startsWith('not uploaded: its reference')) ?? own[0]
+  );
+}
+
+/** A failure's message, with the failure of the reference behind it when it has one. */
+function reasonOf(failure: FirnError | undefined): string {
+  if (failure === undefined) return 'not stored';
+  const cause = failure.cause;
+  return cause instanceof Error ? `${failure.message}: ${cause.message}` : failure.message;
 }
 
 interface LiveEntry {

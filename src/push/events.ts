@@ -20,6 +20,15 @@ export type PushEvent =
       readonly narBytes: number;
     }
   | {
+      /** A NAR is in the cache (its narinfo may still wait for its references). */
+      readonly event: 'nar';
+      readonly path: string;
+      readonly narSize: number;
+      readonly fileSize: number;
+      /** false when the cache already held it. */
+      readonly sent: boolean;
+    }
+  | {
       readonly event: 'uploaded';
       readonly path: string;
       readonly narSize: number;

@@ -4,9 +4,9 @@
  * failure here is reported (stderr, which Nix shows, and the spool's hook.log) and swallowed:
  * a build that worked is never failed because the upload queue is broken.
  */
-import { appendFileSync, mkdirSync } from 'node:fs';
+import { appendFileSync } from 'node:fs';
 import type { Writable } from 'node:stream';
-import { enqueue, spoolDirs } from './spool.ts';
+import { enqueue, ensureDir, spoolDirs } from './spool.ts';
 
 export interface HookInput {
   /** OUT_PATHS, space-separated, as Nix sets it. */
@@ -48,7 +48,7 @@ export function report(spool: string, stderr: Writable, message: string): void {
   const line = `firn hook: ${message}\n`;
   stderr.write(line);
   try {
-    mkdirSync(spool, { recursive: true });
+    ensureDir(spool);
     appendFileSync(spoolDirs(spool).hookLog, `${new Date().toISOString()} ${line}`);
   } catch (error) {
     stderr.write(

@@ -27,6 +27,13 @@ export interface NarOptions {
   readonly compression: PushCompression;
   /** zstd level, 1–19. */
   readonly level: number;
+  /**
+   * NARs smaller than this go up uncompressed: zstd saves a few hundred bytes on them, and the
+   * cache would spend more on a decompressor per upload than the bytes are worth.
+   */
+  readonly minCompressSize?: number;
+  /** Told how many NAR bytes were packed, as they are (for progress bars). */
+  readonly onProgress?: ((narBytes: number) => void) | undefined;
   readonly tmpDir: string;
   /** Compressed NARs up to this size stay in memory; larger ones go to a temp file. */
   readonly memoryLimit?: number;
@@ -77,6 +84,7 @@ export async function prepareNar(
     for (const chunk of narChunks(physical, { pool })) {
       narHash.update(chunk);
       narSize += chunk.length;
+      options.onProgress?.(chunk.length);
       const more = input.write(chunk, () => {
         pool.release(chunk);
       });
@@ -125,12 +133,15 @@ async function prepareSmallNar(
     SMALL_POOL.release(chunk);
   }
   const bytes = copies.length === 1 ? (copies[0] ?? Buffer.alloc(0)) : Buffer.concat(copies);
+  options.onProgress?.(bytes.length);
   const nar: Hash = { algorithm: 'sha256', digest: createHash('sha256').update(bytes).digest() };
   if (!hashesEqual(nar, info.narHash) || bytes.length !== info.narSize) {
     throw changedPath(info, nar, bytes.length);
   }
+  const compression: PushCompression =
+    bytes.length < (options.minCompressSize ?? 0) ? 'none' : options.compression;
   const file =
-    options.compression === 'zstd'
+    compression === 'zstd'
       ? await zstdCompressAsync(bytes, {
           params: { [zlib.ZSTD_c_compressionLevel]: options.level },
         })
@@ -140,8 +151,8 @@ async function prepareSmallNar(
     digest: createHash('sha256').update(file).digest(),
   };
   return {
-    fileName: fileNameOf(fileHash, options.compression),
-    compression: options.compression,
+    fileName: fileNameOf(fileHash, compression),
+    compression,
     fileHash,
     fileSize: file.length,
     narHash: nar,

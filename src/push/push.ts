@@ -134,6 +134,23 @@ function deferred<T>(): Deferred<T> {
   return { promise, resolve, reject };
 }
 
+/**
+ * Failures that trying again cannot fix: the cache refused the upload (a 4xx other than auth),
+ * or the store path does not match its recorded hash. A drain gives such entries up.
+ */
+export function isPermanent(error: unknown): boolean {
+  if (!FirnError.is(error)) return false;
+  if (error.code === 'FIRN_E_UPLOAD_HASH_MISMATCH') return true;
+  if (error.details?.permanent === true) return true;
+  const status = error.details?.status;
+  return (
+    error.code === 'FIRN_E_PUSH_FAILED' &&
+    typeof status === 'number' &&
+    status >= 400 &&
+    status < 500
+  );
+}
+
 /** Errors after which no other request can succeed either. */
 function isFatal(error: unknown): boolean {
   if (!FirnError.is(error)) return true;
@@ -204,6 +221,13 @@ class UploadRun {
           checkFirst: this.#ctx.checkNarFirst,
           signal: this.#signal,
         });
+        this.#ctx.emit({
+          event: 'nar',
+          path: info.path,
+          narSize: prepared.narSize,
+          fileSize: prepared.fileSize,
+          sent,
+        });
         nar.resolve(Object.assign(prepared, { sent }));
       } catch (error) {
         await prepared?.dispose();
@@ -224,14 +248,30 @@ class UploadRun {
         if (stored === undefined) continue; // present already, or upstream
         try {
           await stored;
-        } catch {
+        } catch (refError) {
           throw firnError(
             'FIRN_E_PUSH_FAILED',
             `not uploaded: its reference ${ref} was not stored`,
+            {
+              cause: refError,
+              details: { permanent: isPermanent(refError) },
+            },
           );
         }
       }
-      await uploadNarInfo(this.#ctx.client, info, nar, this.#signal);
+      try {
+        await uploadNarInfo(this.#ctx.client, info, nar, this.#signal);
+      } catch (error) {
+        if (!FirnError.is(error) || error.details?.serverCode !== 'FIRN_E_UPLOAD_CONFLICT')
+          throw error;
+        // Another machine stored this path first, from a build that came out different. The cache
+        // keeps the first; the path is there for everyone who asks.
+        this.#ctx.emit({
+          event: 'warning',
+          message: `${info.path} is already in the cache from a different build (not reproducible?); the cache keeps its copy`,
+        });
+        return;
+      }
       this.uploaded++;
       this.narBytes += nar.narSize;
       if (nar.sent !== false) this.fileBytes += nar.fileSize;

@@ -81,7 +81,11 @@ export async function openPushSession(options: {
     upstreams,
     store,
     source,
-    nar: { compression: config.compression, level: config.compressionLevel },
+    nar: {
+      compression: config.compression,
+      level: config.compressionLevel,
+      minCompressSize: config.compressMinSize,
+    },
     jobs: config.jobs,
     close() {
       client.close();

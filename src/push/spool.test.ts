@@ -17,6 +17,7 @@ import {
   claim,
   complete,
   enqueue,
+  ensureDir,
   fail,
   leave,
   ownerAlive,
@@ -186,4 +187,15 @@ test('parseEntry accepts entries with a drvPath and no outPaths (Nix 2.8.0), ref
   ]) {
     assert.throws(() => parseEntry(text), Error, text);
   }
+});
+
+test('ensureDir makes missing parents, accepts existing ones, and gives up where mkdir -p would spin', (t) => {
+  const base = spoolDir(t);
+  ensureDir(join(base, 'a', 'b', 'c'));
+  ensureDir(join(base, 'a', 'b', 'c'));
+  assert.ok(existsSync(join(base, 'a', 'b', 'c')));
+  // Node's own recursive mkdirSync loops forever here (ENOENT under an existing /proc).
+  assert.throws(() => {
+    ensureDir('/proc/firn-no-such-dir/pending');
+  }, /ENOENT/);
 });

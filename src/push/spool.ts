@@ -29,7 +29,7 @@ import {
   writeFileSync,
   writeSync,
 } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { firnError } from '../errors.ts';
 
 export interface SpoolEntry {
@@ -70,7 +70,7 @@ export function enqueue(spool: string, entry: SpoolEntry): string {
   const name = `${String(Date.now()).padStart(14, '0')}-${process.pid}-${Math.random().toString(36).slice(2, 10) || '0'}.json`;
   const temp = join(dir, TEMP_PREFIX + name);
   try {
-    mkdirSync(dir, { recursive: true });
+    ensureDir(dir);
     const fd = openSync(temp, 'wx', 0o644);
     try {
       writeSync(fd, JSON.stringify(entry) + '\n');
@@ -89,6 +89,33 @@ export function enqueue(spool: string, entry: SpoolEntry): string {
     throw spoolError(error, spool, 'queue a build in');
   }
   return name;
+}
+
+/**
+ * `mkdir -p`, one level at a time. Node's own recursive mkdirSync spins forever where the
+ * kernel answers ENOENT for a directory whose parent exists (under /proc, for one), and a hook
+ * that hangs would stop Nix's build loop.
+ */
+export function ensureDir(dir: string): void {
+  const missing: string[] = [];
+  for (let current = dir; ; current = dirname(current)) {
+    try {
+      mkdirSync(current);
+      break;
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') break;
+      if (code !== 'ENOENT' || dirname(current) === current || missing.length > 64) throw error;
+      missing.push(current);
+    }
+  }
+  for (const path of missing.reverse()) {
+    try {
+      mkdirSync(path);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
+  }
 }
 
 function fsyncDir(dir: string): void {
@@ -179,7 +206,7 @@ export function claim(spool: string, owner: string, limit: number): ClaimedEntry
   const mine = join(dirs.claimed, owner);
   const claimed: ClaimedEntry[] = [];
   try {
-    mkdirSync(mine, { recursive: true });
+    ensureDir(mine);
     for (const name of pendingNames(spool)) {
       if (claimed.length >= limit) break;
       const file = join(mine, name);
@@ -234,7 +261,7 @@ export function complete(spool: string, entry: ClaimedEntry): void {
 export function fail(spool: string, entry: ClaimedEntry, reason: string): void {
   const { failed } = spoolDirs(spool);
   try {
-    mkdirSync(failed, { recursive: true });
+    ensureDir(failed);
     writeFileSync(join(failed, `${entry.name}.reason`), reason + '\n');
     renameSync(entry.file, join(failed, entry.name));
   } catch (error) {
@@ -253,7 +280,7 @@ export function recoverStale(spool: string, self: string): number {
     for (const owner of listDir(dirs.claimed)) {
       if (owner === self || ownerAlive(owner)) continue;
       const dir = join(dirs.claimed, owner);
-      mkdirSync(dirs.pending, { recursive: true });
+      ensureDir(dirs.pending);
       for (const name of listDir(dir)) {
         renameSync(join(dir, name), join(dirs.pending, name));
         recovered++;

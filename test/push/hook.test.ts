@@ -16,6 +16,7 @@ import {
   rmSync,
   writeFileSync,
 } from 'node:fs';
+import { connect, createServer as createNetServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -330,4 +331,163 @@ test('bad flags or config never fail the build: the hook exits 0 and says what i
   assert.equal(empty.code, 0);
   assert.match(empty.stderr, /nothing to queue/);
   assert.match(readFileSync(join(work, 'spool-flags', 'hook.log'), 'utf8'), /nothing to queue/);
+});
+
+/** A TCP proxy to the cache that can play dead: while down it resets every connection. */
+async function flakyProxy(
+  target: URL,
+): Promise<{ url: string; up(): void; close(): Promise<void> }> {
+  let isUp = false;
+  const sockets = new Set<Socket>();
+  const proxy = createNetServer((socket) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    if (!isUp) {
+      socket.resetAndDestroy();
+      return;
+    }
+    const upstream = connect(Number(target.port), target.hostname);
+    sockets.add(upstream);
+    upstream.once('close', () => sockets.delete(upstream));
+    socket.pipe(upstream).pipe(socket);
+    socket.on('error', () => upstream.destroy());
+    upstream.on('error', () => socket.destroy());
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  const address = proxy.address();
+  const port = typeof address === 'object' && address !== null ? address.port : 0;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    up() {
+      isUp = true;
+    },
+    async close() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => proxy.close(resolve));
+    },
+  };
+}
+
+async function until(
+  what: string,
+  check: () => boolean | Promise<boolean>,
+  ms = 20_000,
+): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+test('drain as a daemon: waits out a dead cache, picks up new entries, stops cleanly on SIGTERM', async () => {
+  const spool = join(work, 'spool-daemon');
+  const store = join(work, 'store-daemon');
+  const nix = makeNixEnv(`extra-sandbox-paths = ${SANDBOX_PATHS.join(' ')}\nmax-jobs = 8`);
+  try {
+    const built = await buildShape(nix, {
+      dir: work,
+      store,
+      salt: randomUUID(),
+      shape: { mids: 2, blobs: 0, blobBytes: 0, extra: 2 },
+    });
+    await using server = await startTestServer();
+    const proxy = await flakyProxy(new URL(server.url));
+    try {
+      const hook = (outPaths: string): Promise<unknown> =>
+        firn(['hook'], { env: { FIRN_SPOOL: spool, OUT_PATHS: outPaths, DRV_PATH: '' } });
+      await hook(built.top);
+      const child = spawn(
+        FIRN_BIN,
+        [
+          'drain',
+          '--spool',
+          spool,
+          '--store',
+          store,
+          '--cache',
+          proxy.url,
+          '--poll-interval',
+          '200ms',
+          '--retries',
+          '0',
+        ],
+        {
+          stdio: ['ignore', 'ignore', 'pipe'],
+          env: { ...process.env, FIRN_TOKEN: await server.token('push') },
+        },
+      );
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+      const exited = new Promise<number | null>((resolve) => child.once('close', resolve));
+
+      await until('the drain has tried the dead cache', () => stderr.includes('entries wait'));
+      assert.equal(pendingEntries(spool).length, 1, 'nothing is lost while the cache is down');
+      proxy.up();
+      await until(
+        'the first entry is drained',
+        () => pendingEntries(spool).length === 0 && claimedFiles(spool).length === 0,
+      );
+      assert.deepEqual(
+        await cacheMissing(
+          server.url,
+          built.paths.filter((path) => !built.extra.includes(path)),
+        ),
+        [],
+      );
+
+      await hook(built.extra.join(' '));
+      await until(
+        'a new entry is drained',
+        async () => (await cacheMissing(server.url, built.extra)).length === 0,
+      );
+      await until(
+        'the spool is empty',
+        () => pendingEntries(spool).length === 0 && claimedFiles(spool).length === 0,
+      );
+
+      child.kill('SIGTERM');
+      assert.equal(await exited, 0, stderr);
+      assert.deepEqual(claimedFiles(spool), []);
+    } finally {
+      await proxy.close();
+    }
+  } finally {
+    nix[Symbol.dispose]();
+  }
+});
+
+test('an entry the cache refuses for good goes to failed/ with the reason; the others are drained', async () => {
+  const spool = join(work, 'spool-refused');
+  const store = join(work, 'store-refused');
+  const nix = makeNixEnv(`extra-sandbox-paths = ${SANDBOX_PATHS.join(' ')}\nmax-jobs = 8`);
+  try {
+    const built = await buildShape(nix, {
+      dir: work,
+      store,
+      salt: randomUUID(),
+      shape: { mids: 0, blobs: 1, blobBytes: 256 * 1024, extra: 2 },
+    });
+    const blob = built.paths.find((path) => path.endsWith('-blob-0')) ?? '';
+    const hook = (outPaths: string): Promise<unknown> =>
+      firn(['hook'], { env: { FIRN_SPOOL: spool, OUT_PATHS: outPaths, DRV_PATH: '' } });
+    await hook(blob);
+    await hook(built.extra.join(' '));
+    // A cache that takes nothing over 64 KiB: the random blob can never go in.
+    await using server = await startTestServer({ env: { FIRN_MAX_NAR_SIZE: '64K' } });
+    const result = await drainOnce(spool, store, server.url, await server.token('push'));
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stderr, /moved to failed\//);
+    assert.deepEqual(pendingEntries(spool), []);
+    assert.deepEqual(await cacheMissing(server.url, built.extra), []);
+    const failed = readdirSync(spoolDirs(spool).failed);
+    assert.equal(failed.filter((name) => name.endsWith('.json')).length, 1);
+    const reason = failed.find((name) => name.endsWith('.reason')) ?? '';
+    assert.match(
+      readFileSync(join(spoolDirs(spool).failed, reason), 'utf8'),
+      /HTTP 413.*FIRN_E_INPUT_TOO_LARGE/,
+    );
+  } finally {
+    nix[Symbol.dispose]();
+  }
 });

@@ -122,10 +122,16 @@ describe('a closure pushed with firn push', () => {
       }
     }
 
-    const narinfo = await (await fetch(`${server.url}/${hashPart(built.top)}.narinfo`)).text();
-    assert.match(narinfo, /^Compression: zstd$/m);
-    assert.match(narinfo, /^URL: nar\/[0-9a-z]{52}\.nar\.zst$/m);
-    assert.match(narinfo, /^Deriver: [0-9a-z]{32}-top\.drv$/m);
+    // Large NARs go up as zstd; tiny ones (under compress-min-size) uncompressed.
+    const narinfo = async (path: string): Promise<string> =>
+      (await fetch(`${server.url}/${hashPart(path)}.narinfo`)).text();
+    const blob = built.paths.find((path) => path.endsWith('-blob-0')) ?? '';
+    assert.match(await narinfo(blob), /^Compression: zstd$/m);
+    assert.match(await narinfo(blob), /^URL: nar\/[0-9a-z]{52}\.nar\.zst$/m);
+    const top = await narinfo(built.top);
+    assert.match(top, /^Compression: none$/m);
+    assert.match(top, /^URL: nar\/[0-9a-z]{52}\.nar$/m);
+    assert.match(top, /^Deriver: [0-9a-z]{32}-top\.drv$/m);
 
     await substitute(nix, {
       store: join(work, 'fresh-1'),

@@ -21,9 +21,11 @@ const help: CommandHelp = {
     '--token-file FILE      a push token; else FIRN_TOKEN, else the netrc file Nix uses',
     '--json                 NDJSON events on stdout',
     '--jobs N               NARs uploaded at once (default 4)',
+    '--compression, --compression-level, --compress-min-size, --upstream: as for firn push',
     '--store DIR            root of a chroot store (as nix --store DIR)',
     '--poll-interval 5s     how often to look at the spool besides watching it',
     '--retries N            retries per request (default 5), --retry-delay 250ms',
+    '--path-info MODE       auto|db|nix: the Nix database, or `nix path-info` (default auto)',
     '--config FILE          TOML config file ([push] table)',
   ],
   examples: [
@@ -41,6 +43,7 @@ const options = {
   jobs: { type: 'string' },
   compression: { type: 'string' },
   'compression-level': { type: 'string' },
+  'compress-min-size': { type: 'string' },
   upstream: { type: 'string', multiple: true },
   store: { type: 'string' },
   'poll-interval': { type: 'string' },
@@ -63,6 +66,7 @@ export async function run(ctx: CommandContext): Promise<number> {
       jobs: values.jobs,
       compression: values.compression,
       'compression-level': values['compression-level'],
+      'compress-min-size': values['compress-min-size'],
       upstreams: values.upstream,
       store: values.store,
       'poll-interval': values['poll-interval'],
@@ -94,6 +98,7 @@ export async function run(ctx: CommandContext): Promise<number> {
   process.once('SIGINT', onSignal);
   const drainContext = {
     ...session,
+    nar: { ...session.nar, onProgress: reporter.progress?.bind(reporter) },
     spool: config.spool,
     env: ctx.env,
     signal: stop.signal,

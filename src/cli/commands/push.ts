@@ -24,9 +24,11 @@ const help: CommandHelp = {
     '--no-progress          plain lines even on a terminal',
     '--jobs N               NARs uploaded at once (default 4)',
     '--compression zstd|none, --compression-level N (1-19, default 3)',
+    '--compress-min-size N  NARs under N bytes go uncompressed (default 4096; 0: always zstd)',
     '--upstream URL         skip paths this cache already serves (repeatable; FIRN_UPSTREAMS)',
     '--store DIR            root of a chroot store (as nix --store DIR)',
     '--retries N            retries per request (default 5), --retry-delay 250ms',
+    '--path-info MODE       auto|db|nix: the Nix database, or `nix path-info` (default auto)',
     '--config FILE          TOML config file ([push] table)',
   ],
   examples: [
@@ -44,6 +46,7 @@ const options = {
   jobs: { type: 'string' },
   compression: { type: 'string' },
   'compression-level': { type: 'string' },
+  'compress-min-size': { type: 'string' },
   upstream: { type: 'string', multiple: true },
   store: { type: 'string' },
   retries: { type: 'string' },
@@ -69,6 +72,7 @@ export async function run(ctx: CommandContext): Promise<number> {
       jobs: values.jobs,
       compression: values.compression,
       'compression-level': values['compression-level'],
+      'compress-min-size': values['compress-min-size'],
       upstreams: values.upstream,
       store: values.store,
       retries: values.retries,
@@ -94,7 +98,7 @@ export async function run(ctx: CommandContext): Promise<number> {
     const roots = [...new Set(words.map((word) => resolveStorePathArg(word, session.store)))];
     const result = await pushClosure(roots, {
       ...session,
-      nar: { ...session.nar, tmpDir: tmpdir() },
+      nar: { ...session.nar, tmpDir: tmpdir(), onProgress: reporter.progress?.bind(reporter) },
       checkNarFirst: false,
       emit: (event) => {
         reporter.emit(event);

@@ -17,6 +17,8 @@ export function describe(event: PushEvent): string | undefined {
   switch (event.event) {
     case 'plan':
       return `${event.closure} paths in the closure of ${event.roots}: ${event.present} in the cache${event.upstream > 0 ? `, ${event.upstream} upstream` : ''}, ${event.upload} to upload (${formatBytes(event.narBytes)})`;
+    case 'nar':
+      return undefined;
     case 'uploaded':
       return `uploaded ${event.path} (${formatBytes(event.narSize)}, ${formatBytes(event.fileSize)} compressed${event.narSent ? '' : ', NAR was there already'})`;
     case 'retry':

@@ -10,6 +10,8 @@ import { ttyReporter } from './push-tty.ts';
 
 export interface PushReporter {
   emit(event: PushEvent): void;
+  /** NAR bytes packed so far grew by `narBytes` (only a progress bar cares). */
+  progress?(narBytes: number): void;
   /** Stops redrawing and leaves the terminal clean. */
   close(): void;
 }

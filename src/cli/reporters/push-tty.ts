@@ -17,12 +17,14 @@ export function ttyReporter(out: Writable): PushReporter {
   let doneBytes = 0;
   let started = performance.now();
   let shown = false;
+  /** Between a plan and its done: only then is there a bar to draw. */
+  let active = false;
   const clear = (): void => {
     if (shown) out.write('\r\x1b[K');
     shown = false;
   };
   const draw = (): void => {
-    if (totalPaths === 0) return;
+    if (!active || totalPaths === 0) return;
     const seconds = (performance.now() - started) / 1000;
     const rate = seconds > 0 ? doneBytes / seconds : 0;
     const left = rate > 0 ? (totalBytes - doneBytes) / rate : Infinity;
@@ -48,11 +50,18 @@ export function ttyReporter(out: Writable): PushReporter {
           totalPaths += event.upload;
           totalBytes += event.narBytes;
           if (donePaths === 0) started = performance.now();
+          active = true;
           print(describe(event) ?? '');
+          return;
+        case 'nar':
           return;
         case 'uploaded':
           donePaths++;
-          doneBytes += event.narSize;
+          return;
+        case 'done':
+          active = false;
+          clear();
+          out.write(`${describe(event) ?? ''}\n`);
           return;
         case 'entry':
           if (event.status === 'done') return;
@@ -62,6 +71,10 @@ export function ttyReporter(out: Writable): PushReporter {
       }
       const line = describe(event);
       if (line !== undefined) print(line);
+    },
+    progress(narBytes: number) {
+      // Bytes count as they are packed; a path counts once its narinfo is stored.
+      doneBytes += narBytes;
     },
     close() {
       clearInterval(timer);

@@ -47,6 +47,7 @@ export function registerNar(app: FastifyInstance, ctx: ServerContext): void {
       body: request.raw,
       signal: abort.signal,
       maxBytes: ctx.config.maxNarSize,
+      sizeHint: Number(request.headers['content-length'] ?? Number.NaN) || undefined,
     });
     ctx.metrics.bytesIn.inc(result.record.fileSize);
     request.log.info(

@@ -1,0 +1,425 @@
+/**
+ * The scheduler: which derivation runs next, and where. Pure — it drives an `Executor` and reads
+ * a `Clock`, so tests run it against a fake clock and fake builds.
+ *
+ * - A derivation may run on a builder whose systems include its system, whose features (plus
+ *   mandatory ones) cover its required features, and whose mandatory features it all requires
+ *   (Nix's allSupported and mandatoryMet).
+ * - Priority is the longest remaining path: the derivation's expected duration plus the longest
+ *   chain of expected durations among what waits on it. Ties go to the derivation with more
+ *   dependents, then to the name, so a run is reproducible.
+ * - A builder runs at most maxJobs derivations of this coordinator at once. Among builders with
+ *   a free slot the fastest (speed factor) is chosen, then the least loaded.
+ * - No polling: a finished build frees its slot and the next derivation starts in the same turn
+ *   of the event loop. The only timer is a lost builder's backoff.
+ * - A failed build stops what depends on it; independent branches go on. A builder that is lost
+ *   mid-build (connection gone) gets its job put back in the queue and is left alone for a
+ *   backoff that doubles each time; a job is tried on at most `maxAttempts` lost builders.
+ */
+import { firnError } from '../errors.ts';
+
+export interface BuilderSpec {
+  readonly name: string;
+  readonly systems: readonly string[];
+  readonly maxJobs: number;
+  readonly speedFactor: number;
+  readonly features: readonly string[];
+  readonly mandatoryFeatures: readonly string[];
+}
+
+export interface JobSpec {
+  readonly drvPath: string;
+  readonly name: string;
+  readonly system: string;
+  readonly requiredFeatures: readonly string[];
+  /** drv paths of jobs (in this schedule) that must be built first. */
+  readonly deps: readonly string[];
+  /** Expected seconds on a builder with speed factor 1. */
+  readonly expectedSeconds: number;
+}
+
+export type Outcome =
+  | { readonly kind: 'built' }
+  | { readonly kind: 'failed'; readonly message: string; readonly log: string }
+  | { readonly kind: 'builder-lost'; readonly message: string };
+
+export interface Executor {
+  execute(job: JobSpec, builder: BuilderSpec, signal: AbortSignal): Promise<Outcome>;
+}
+
+export interface Clock {
+  /** Milliseconds. */
+  now(): number;
+  setTimeout(fn: () => void, ms: number): () => void;
+}
+
+export const realClock: Clock = {
+  now: () => performance.now(),
+  setTimeout(fn, ms) {
+    const timer = setTimeout(fn, ms);
+    return () => {
+      clearTimeout(timer);
+    };
+  },
+};
+
+export type SchedulerEvent =
+  | {
+      readonly type: 'start';
+      readonly drvPath: string;
+      readonly name: string;
+      readonly builder: string;
+      /** On this builder (speed factor applied). */
+      readonly expectedSeconds: number;
+      readonly at: number;
+    }
+  | {
+      readonly type: 'built';
+      readonly drvPath: string;
+      readonly name: string;
+      readonly builder: string;
+      readonly seconds: number;
+    }
+  | {
+      readonly type: 'failed';
+      readonly drvPath: string;
+      readonly name: string;
+      readonly builder: string;
+      readonly message: string;
+      readonly log: string;
+    }
+  | {
+      readonly type: 'skipped';
+      readonly drvPath: string;
+      readonly name: string;
+      /** The failed derivation that stopped it. */
+      readonly because: string;
+    }
+  | {
+      readonly type: 'requeued';
+      readonly drvPath: string;
+      readonly builder: string;
+      readonly message: string;
+    }
+  | { readonly type: 'builder-down'; readonly builder: string; readonly seconds: number };
+
+export interface BuiltJob {
+  readonly builder: string;
+  readonly startMs: number;
+  readonly endMs: number;
+}
+
+export interface ScheduleResult {
+  readonly built: ReadonlyMap<string, BuiltJob>;
+  readonly failed: ReadonlyMap<
+    string,
+    { readonly builder: string; readonly message: string; readonly log: string }
+  >;
+  /** drv path → the failed derivation that stopped it. */
+  readonly skipped: ReadonlyMap<string, string>;
+  readonly cancelled: boolean;
+  readonly wallMs: number;
+}
+
+export interface ScheduleOptions {
+  readonly jobs: readonly JobSpec[];
+  readonly builders: readonly BuilderSpec[];
+  readonly executor: Executor;
+  readonly clock?: Clock;
+  readonly onEvent?: (event: SchedulerEvent) => void;
+  readonly signal?: AbortSignal;
+  readonly maxAttempts?: number;
+  /** First backoff for a lost builder; doubles on each loss, up to 16×. */
+  readonly backoffMs?: number;
+}
+
+// ── matching ───────────────────────────────────────────────────────────────────────────────────
+
+export function canBuild(
+  builder: BuilderSpec,
+  job: Pick<JobSpec, 'system' | 'requiredFeatures'>,
+): boolean {
+  if (builder.maxJobs < 1) return false;
+  if (job.system !== 'builtin' && !builder.systems.includes(job.system)) return false;
+  const supported = new Set([...builder.features, ...builder.mandatoryFeatures]);
+  if (!job.requiredFeatures.every((feature) => supported.has(feature))) return false;
+  return builder.mandatoryFeatures.every((feature) => job.requiredFeatures.includes(feature));
+}
+
+/** Throws FIRN_E_BUILD_NO_BUILDER naming every job no builder can take (before any build). */
+export function checkPlacement(jobs: readonly JobSpec[], builders: readonly BuilderSpec[]): void {
+  const homeless = jobs.filter((job) => !builders.some((builder) => canBuild(builder, job)));
+  if (homeless.length === 0) return;
+  const lines = homeless.map((job) => {
+    const features =
+      job.requiredFeatures.length === 0
+        ? ''
+        : ` with features {${job.requiredFeatures.join(', ')}}`;
+    return `${job.drvPath} needs a ${job.system} builder${features}`;
+  });
+  const offered = builders
+    .map(
+      (b) =>
+        `${b.name}: ${b.systems.join(',') || '(no systems)'}` +
+        (b.features.length > 0 ? ` features {${b.features.join(', ')}}` : '') +
+        (b.mandatoryFeatures.length > 0 ? ` mandatory {${b.mandatoryFeatures.join(', ')}}` : ''),
+    )
+    .join('; ');
+  throw firnError(
+    'FIRN_E_BUILD_NO_BUILDER',
+    `no builder can build ${homeless.length === 1 ? 'this derivation' : `${homeless.length} derivations`} (nothing was built):\n  ${lines.join('\n  ')}`,
+    {
+      hint: `builders: ${offered || '(none with role "builder")'}; add the system (or extra-platforms) and features to a builder in the fleet inventory`,
+      details: { derivations: homeless.map((job) => job.drvPath) },
+    },
+  );
+}
+
+// ── priorities ─────────────────────────────────────────────────────────────────────────────────
+
+/** drv path → expected seconds from its start to the end of the longest chain behind it. */
+export function remainingPath(jobs: readonly JobSpec[]): Map<string, number> {
+  const byPath = new Map(jobs.map((job) => [job.drvPath, job]));
+  const dependents = new Map<string, string[]>(jobs.map((job) => [job.drvPath, []]));
+  for (const job of jobs) for (const dep of job.deps) dependents.get(dep)?.push(job.drvPath);
+  const memo = new Map<string, number>();
+  // Iterative post-order, so a deep chain cannot overflow the stack.
+  for (const root of byPath.keys()) {
+    const stack: [string, boolean][] = [[root, false]];
+    while (stack.length > 0) {
+      const [path, expanded] = stack.pop() ?? ['', true];
+      if (memo.has(path)) continue;
+      const after = dependents.get(path) ?? [];
+      if (!expanded) {
+        stack.push([path, true]);
+        for (const next of after) if (!memo.has(next)) stack.push([next, false]);
+        continue;
+      }
+      const tail = Math.max(0, ...after.map((next) => memo.get(next) ?? 0));
+      memo.set(path, (byPath.get(path)?.expectedSeconds ?? 0) + tail);
+    }
+  }
+  return memo;
+}
+
+/** The chain of jobs with the longest expected total, first to last. */
+export function criticalPath(jobs: readonly JobSpec[]): string[] {
+  const remaining = remainingPath(jobs);
+  const byPath = new Map(jobs.map((job) => [job.drvPath, job]));
+  const dependents = new Map<string, string[]>(jobs.map((job) => [job.drvPath, []]));
+  for (const job of jobs) for (const dep of job.deps) dependents.get(dep)?.push(job.drvPath);
+  const best = (paths: Iterable<string>): string | undefined => {
+    let top: string | undefined;
+    for (const path of paths) {
+      if (top === undefined || (remaining.get(path) ?? 0) > (remaining.get(top) ?? 0)) top = path;
+    }
+    return top;
+  };
+  const path: string[] = [];
+  const starts = jobs.filter((job) => job.deps.every((dep) => !byPath.has(dep)));
+  for (let at = best(starts.map((job) => job.drvPath)); at !== undefined;) {
+    path.push(at);
+    at = best(dependents.get(at) ?? []);
+  }
+  return path;
+}
+
+// ── running ────────────────────────────────────────────────────────────────────────────────────
+
+interface BuilderState {
+  readonly spec: BuilderSpec;
+  running: number;
+  downUntil: number;
+  losses: number;
+}
+
+export function schedule(options: ScheduleOptions): Promise<ScheduleResult> {
+  const clock = options.clock ?? realClock;
+  const emit = options.onEvent ?? (() => undefined);
+  const maxAttempts = options.maxAttempts ?? 3;
+  const backoffMs = options.backoffMs ?? 5000;
+  const jobs = new Map(options.jobs.map((job) => [job.drvPath, job]));
+  checkPlacement(options.jobs, options.builders);
+
+  const priority = remainingPath(options.jobs);
+  const dependents = new Map<string, string[]>([...jobs.keys()].map((path) => [path, []]));
+  for (const job of options.jobs) {
+    for (const dep of job.deps) if (jobs.has(dep)) dependents.get(dep)?.push(job.drvPath);
+  }
+  const waitingOn = new Map(
+    options.jobs.map((job) => [job.drvPath, new Set(job.deps.filter((dep) => jobs.has(dep)))]),
+  );
+  const builders: BuilderState[] = options.builders.map((spec) => ({
+    spec,
+    running: 0,
+    downUntil: 0,
+    losses: 0,
+  }));
+  const attempts = new Map<string, number>();
+  const ready = new Set<string>();
+  for (const [path, deps] of waitingOn) if (deps.size === 0) ready.add(path);
+
+  const built = new Map<string, BuiltJob>();
+  const failed = new Map<string, { builder: string; message: string; log: string }>();
+  const skipped = new Map<string, string>();
+  const running = new Map<string, AbortController>();
+  const timers = new Set<() => void>();
+  const started = clock.now();
+  let cancelled = false;
+
+  const order = (a: string, b: string): number => {
+    const byPriority = (priority.get(b) ?? 0) - (priority.get(a) ?? 0);
+    if (byPriority !== 0) return byPriority;
+    const byFanOut = (dependents.get(b)?.length ?? 0) - (dependents.get(a)?.length ?? 0);
+    if (byFanOut !== 0) return byFanOut;
+    return a < b ? -1 : a > b ? 1 : 0;
+  };
+
+  return new Promise<ScheduleResult>((resolve) => {
+    const finishIfDone = (): void => {
+      if (running.size > 0) return;
+      if (!cancelled && ready.size > 0) return;
+      const unresolved = [...jobs.keys()].some(
+        (path) => !built.has(path) && !failed.has(path) && !skipped.has(path),
+      );
+      if (unresolved && !cancelled) return;
+      for (const cancel of timers) cancel();
+      options.signal?.removeEventListener('abort', onAbort);
+      resolve({ built, failed, skipped, cancelled, wallMs: clock.now() - started });
+    };
+
+    const pickBuilder = (job: JobSpec, now: number): BuilderState | undefined => {
+      let best: BuilderState | undefined;
+      for (const state of builders) {
+        if (state.running >= state.spec.maxJobs || state.downUntil > now) continue;
+        if (!canBuild(state.spec, job)) continue;
+        if (
+          best === undefined ||
+          state.spec.speedFactor > best.spec.speedFactor ||
+          (state.spec.speedFactor === best.spec.speedFactor &&
+            state.running / state.spec.maxJobs < best.running / best.spec.maxJobs)
+        ) {
+          best = state;
+        }
+      }
+      return best;
+    };
+
+    const dispatch = (): void => {
+      if (cancelled) {
+        finishIfDone();
+        return;
+      }
+      const now = clock.now();
+      for (const path of [...ready].sort(order)) {
+        const job = jobs.get(path);
+        if (job === undefined) continue;
+        const state = pickBuilder(job, now);
+        if (state === undefined) continue;
+        ready.delete(path);
+        start(job, state);
+      }
+      finishIfDone();
+    };
+
+    const start = (job: JobSpec, state: BuilderState): void => {
+      state.running++;
+      const controller = new AbortController();
+      running.set(job.drvPath, controller);
+      const startMs = clock.now();
+      emit({
+        type: 'start',
+        drvPath: job.drvPath,
+        name: job.name,
+        builder: state.spec.name,
+        expectedSeconds: job.expectedSeconds / Math.max(1, state.spec.speedFactor),
+        at: startMs,
+      });
+      options.executor
+        .execute(job, state.spec, controller.signal)
+        .catch((error: unknown): Outcome => ({
+          kind: 'builder-lost',
+          message: error instanceof Error ? error.message : String(error),
+        }))
+        .then((outcome) => {
+          state.running--;
+          running.delete(job.drvPath);
+          settle(job, state, outcome, startMs);
+          dispatch();
+        })
+        .catch((error: unknown) => {
+          // settle and dispatch are synchronous bookkeeping; an exception there is a bug.
+          queueMicrotask(() => {
+            throw error;
+          });
+        });
+    };
+
+    const settle = (job: JobSpec, state: BuilderState, outcome: Outcome, startMs: number): void => {
+      const endMs = clock.now();
+      const builder = state.spec.name;
+      if (cancelled) return;
+      if (outcome.kind === 'built') {
+        state.losses = 0;
+        built.set(job.drvPath, { builder, startMs, endMs });
+        emit({
+          type: 'built',
+          drvPath: job.drvPath,
+          name: job.name,
+          builder,
+          seconds: (endMs - startMs) / 1000,
+        });
+        for (const next of dependents.get(job.drvPath) ?? []) {
+          const deps = waitingOn.get(next);
+          deps?.delete(job.drvPath);
+          if (deps?.size === 0 && !skipped.has(next)) ready.add(next);
+        }
+        return;
+      }
+      if (outcome.kind === 'builder-lost') {
+        state.losses++;
+        const downMs = backoffMs * 2 ** Math.min(state.losses - 1, 4);
+        state.downUntil = endMs + downMs;
+        emit({ type: 'builder-down', builder, seconds: downMs / 1000 });
+        const cancel = clock.setTimeout(() => {
+          timers.delete(cancel);
+          dispatch();
+        }, downMs);
+        timers.add(cancel);
+        const tries = (attempts.get(job.drvPath) ?? 0) + 1;
+        attempts.set(job.drvPath, tries);
+        if (tries < maxAttempts) {
+          emit({ type: 'requeued', drvPath: job.drvPath, builder, message: outcome.message });
+          ready.add(job.drvPath);
+          return;
+        }
+      }
+      const message = outcome.message;
+      const log = outcome.kind === 'failed' ? outcome.log : '';
+      failed.set(job.drvPath, { builder, message, log });
+      emit({ type: 'failed', drvPath: job.drvPath, name: job.name, builder, message, log });
+      const stack = [...(dependents.get(job.drvPath) ?? [])];
+      for (let next = stack.pop(); next !== undefined; next = stack.pop()) {
+        if (skipped.has(next)) continue;
+        skipped.set(next, job.drvPath);
+        ready.delete(next);
+        emit({
+          type: 'skipped',
+          drvPath: next,
+          name: jobs.get(next)?.name ?? next,
+          because: job.drvPath,
+        });
+        stack.push(...(dependents.get(next) ?? []));
+      }
+    };
+
+    const onAbort = (): void => {
+      cancelled = true;
+      for (const controller of running.values()) controller.abort();
+      finishIfDone();
+    };
+    if (options.signal?.aborted === true) onAbort();
+    else options.signal?.addEventListener('abort', onAbort, { once: true });
+    dispatch();
+  });
+}

@@ -1,0 +1,257 @@
+/**
+ * `firn build` on the test fleet: three hosts standing in for aarch64 boards (extra-platforms),
+ * two jobs each, and a loopback firn cache. The coordinator's own store is a chroot store that
+ * holds the .drv files and the sources (builtins.toFile), which it copies to builders once.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { startFleet, type Fleet } from '../fleet/fleet.ts';
+import { firn, FIRN_BIN } from '../helpers/firn.ts';
+import { makeNixEnv, type NixEnv } from '../helpers/nix.ts';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
+
+const BOARDS = ['opi01', 'opi02', 'opi03'];
+
+/**
+ * The issue's board graph scaled down: config 0.2 s → kernel 1.6 s → modules 0.2 s beside
+ * twelve 0.4 s packages; the attribute set holds modules and the packages.
+ */
+function boardExpr(salt: string): string {
+  return `
+let
+  step = builtins.toFile "step.sh" ''
+    sleep "$1"
+    echo "$name $salt" > $out
+  '';
+  mk = name: seconds: extra: derivation ({
+    inherit name salt;
+    system = "aarch64-linux";
+    builder = "/bin/sh";
+    args = [ step seconds ];
+    PATH = "/bin:/usr/bin";
+  } // extra);
+  salt = "${salt}";
+  config = mk "config" "0.2" {};
+  kernel = mk "kernel-6.1" "1.6" { inherit config; };
+  modules = mk "modules" "0.2" { inherit kernel; };
+  pkg = i: { name = "pkg\${toString i}"; value = mk "pkg\${toString i}-1.0" "0.4" {}; };
+in { inherit modules; } // builtins.listToAttrs (map pkg [ 1 2 3 4 5 6 7 8 9 10 11 12 ])
+`;
+}
+
+/** bad fails; child needs bad; ok and needs-ok are independent of it. */
+function failureExpr(salt: string): string {
+  return `
+let
+  mk = name: script: extra: derivation ({
+    inherit name; salt = "${salt}"; system = "aarch64-linux"; builder = "/bin/sh";
+    args = [ "-c" script ]; PATH = "/bin:/usr/bin";
+  } // extra);
+  bad = mk "bad" "echo boom-from-bad; echo second line >&2; exit 1" {};
+  ok = mk "ok" "sleep 0.3; echo ok > $out" {};
+in {
+  child = mk "child" "echo child > $out" { inherit bad; };
+  needs-ok = mk "needs-ok" "echo fine > $out" { inherit ok; };
+}
+`;
+}
+
+interface Event {
+  readonly event: string;
+  readonly drvPath?: string;
+  readonly name?: string;
+  readonly builder?: string;
+  readonly [key: string]: unknown;
+}
+
+function events(stdout: Buffer): Event[] {
+  return stdout
+    .toString('utf8')
+    .trim()
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => JSON.parse(line) as Event);
+}
+
+describe('firn build on the test fleet', () => {
+  let server: TestServer;
+  let fleet: Fleet;
+  let nix: NixEnv;
+  let work: string;
+  let store: string;
+  let inventory: string;
+
+  before(async () => {
+    work = mkdtempSync(join(tmpdir(), 'firn-build-test-'));
+    nix = makeNixEnv('sandbox-paths = /bin /lib /lib64 /usr');
+    store = join(work, 'store');
+    server = await startTestServer();
+    fleet = await startFleet({
+      hosts: BOARDS.map((name) => ({ name, extraPlatforms: ['aarch64-linux'] })),
+      cacheUrl: server.url,
+      cachePublicKey: await server.publicKey(),
+    });
+    const token = await server.token('push');
+    for (const host of fleet.hosts) {
+      writeFileSync(
+        host.path('conf', 'netrc'),
+        `machine ${fleet.gateway} login firn password ${token}\n`,
+      );
+    }
+    inventory = fleet.writeInventory(join(work, 'firn.toml'), {
+      hosts: Object.fromEntries(
+        BOARDS.map((name) => [name, { systems: ['aarch64-linux'], 'max-jobs': 2 }]),
+      ),
+    });
+  });
+  after(async () => {
+    await fleet[Symbol.asyncDispose]();
+    await server[Symbol.asyncDispose]();
+    nix[Symbol.dispose]();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  const build = (expr: string, extra: readonly string[] = []) => {
+    const file = join(work, `${randomUUID()}.nix`);
+    writeFileSync(file, expr);
+    return firn(
+      [
+        'build',
+        '--fleet',
+        inventory,
+        '--store',
+        store,
+        '--history',
+        join(work, 'durations.sqlite'),
+        '-f',
+        file,
+        ...extra,
+      ],
+      { env: nix.env },
+    );
+  };
+
+  test('the board graph: each derivation once, on a board, every output in the cache', async () => {
+    const salt = randomUUID();
+    const result = await build(boardExpr(salt), ['--json']);
+    assert.equal(result.code, 0, result.stderr);
+    const all = events(result.stdout);
+    const starts = all.filter((e) => e.event === 'start');
+    const built = all.filter((e) => e.event === 'built');
+    assert.equal(built.length, 15, result.stderr);
+    assert.equal(new Set(built.map((e) => e.drvPath)).size, 15, 'each derivation built once');
+    assert.equal(
+      starts.length,
+      15,
+      `no derivation started twice: ${JSON.stringify(all.filter((e) => e.event !== 'start' && e.event !== 'built'))}`,
+    );
+    for (const e of built) assert.ok(BOARDS.includes(e.builder ?? ''), `built on ${e.builder}`);
+    // The critical path goes first: config starts before any package.
+    assert.equal(starts[0]?.name, 'config');
+    const done = all.at(-1) ?? assert.fail('no events');
+    assert.equal(done.event, 'done');
+    const outputs = done.outputs as string[];
+    assert.equal(outputs.length, 13);
+    const wall = done.wallSeconds as number;
+    // Lower bound 2 s of sleeping; ssh, substitution and pushes add a little per step.
+    assert.ok(wall < 20, `wall time ${wall} s`);
+
+    // Every output substitutes into a fresh store from the cache alone.
+    using fresh = makeNixEnv(
+      `substituters = ${server.url}\ntrusted-public-keys = ${await server.publicKey()}`,
+    );
+    const freshStore = join(fresh.dir, 'fresh');
+    const realised = await fresh.nixRaw('nix-store', [
+      '--store',
+      freshStore,
+      '--realise',
+      ...outputs,
+    ]);
+    assert.equal(realised.code, 0, realised.stderr);
+    assert.equal(readFileSync(join(freshStore, outputs[0] ?? ''), 'utf8'), `modules ${salt}\n`);
+
+    // A second run finds everything in the cache and builds nothing.
+    const again = await build(boardExpr(salt));
+    assert.equal(again.code, 0, again.stderr);
+    assert.match(again.stderr, /built 0, 13 already in the cache/);
+    assert.deepEqual(again.stdout.toString('utf8').trim().split('\n'), outputs);
+  });
+
+  test('a failing derivation: dependents not built, independent ones built, log tail', async () => {
+    const result = await build(failureExpr(randomUUID()));
+    assert.equal(result.code, 1, result.stderr);
+    const stderr = result.stderr;
+    assert.match(stderr, /\] built ok in/);
+    assert.match(stderr, /\] built needs-ok in/);
+    assert.doesNotMatch(stderr, /\] building child/);
+    assert.match(stderr, /not building child: it depends on bad, which failed/);
+    assert.match(stderr, /error: \/nix\/store\/\w{32}-bad\.drv failed on opi0\d: PermanentFailure/);
+    assert.match(stderr, /boom-from-bad/);
+    assert.match(stderr, /FIRN_E_BUILD_FAILED/);
+    assert.equal(result.stdout.toString('utf8'), '', 'no output paths on failure');
+  });
+
+  test('a derivation no builder can take is refused before anything is built', async () => {
+    const expr = `derivation { name = "rv"; system = "riscv64-linux"; builder = "/bin/sh"; salt = "${randomUUID()}"; }`;
+    const result = await build(expr);
+    assert.equal(result.code, 69, result.stderr);
+    assert.match(result.stderr, /rv\.drv needs a riscv64-linux builder/);
+    assert.match(result.stderr, /FIRN_E_BUILD_NO_BUILDER/);
+    assert.doesNotMatch(result.stderr, /building/);
+  });
+
+  test('a builder killed mid-build: the build completes on the others', async () => {
+    const salt = randomUUID();
+    const file = join(work, 'kill.nix');
+    writeFileSync(
+      file,
+      `let mk = i: derivation { name = "slow\${toString i}"; salt = "${salt}"; system = "aarch64-linux";
+         builder = "/bin/sh"; args = [ "-c" "sleep 1.5; echo done > $out" ]; PATH = "/bin:/usr/bin"; };
+       in builtins.listToAttrs (map (i: { name = "s\${toString i}"; value = mk i; }) [ 1 2 3 4 5 6 ])`,
+    );
+    const victim = fleet.host('opi03');
+    const child = spawn(
+      FIRN_BIN,
+      [
+        'build',
+        '--fleet',
+        inventory,
+        '--store',
+        store,
+        '--history',
+        join(work, 'kill.sqlite'),
+      ].concat(['-f', file, '--json']),
+      { env: nix.env, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let stdout = '';
+    let stderr = '';
+    let killed = false;
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      stdout += chunk;
+      if (!killed && /"event":"start"[^\n]*"builder":"opi03"/.test(stdout)) {
+        killed = true;
+        setTimeout(() => {
+          victim.kill();
+        }, 300);
+      }
+    });
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    assert.ok(killed, 'opi03 got a build');
+    assert.equal(code, 0, stderr);
+    const all = events(Buffer.from(stdout));
+    const built = all.filter((e) => e.event === 'built');
+    assert.equal(built.length, 6);
+    assert.ok(
+      built.every((e) => e.builder !== 'opi03'),
+      'nothing finished on the dead host',
+    );
+    assert.ok(all.some((e) => e.event === 'requeued' && e.builder === 'opi03'));
+    assert.ok(all.some((e) => e.event === 'builder-down' && e.builder === 'opi03'));
+  });
+});
