@@ -4,10 +4,8 @@
  * wins over the file, which wins over defaults). `firn hook` reads only `spool`, without zod
  * (src/push/spool-dir.ts).
  */
-import { readFile } from 'node:fs/promises';
-import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
-import { firnError, fromFsError } from '../errors.ts';
+import { loadLayered } from './layered.ts';
 import { defaultSpoolDir } from '../push/spool-dir.ts';
 
 const durationMs = z.union([
@@ -95,28 +93,10 @@ export async function loadPushConfig(options: {
   env: NodeJS.ProcessEnv;
   flags: Partial<Record<keyof PushConfigInput, string | boolean | readonly string[] | undefined>>;
 }): Promise<PushConfig> {
-  const fromFile = options.file === undefined ? {} : await readTomlFile(options.file);
-  const fromEnv: Record<string, unknown> = {};
-  for (const [variable, key] of Object.entries(PUSH_ENV_KEYS)) {
-    const value = options.env[variable];
-    if (value !== undefined && value !== '') fromEnv[key] = coerce(key, value);
-  }
-  const fromFlags: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(options.flags)) {
-    if (value === undefined || (Array.isArray(value) && value.length === 0)) continue;
-    fromFlags[key] = typeof value === 'string' ? coerce(key, value) : value;
-  }
-  const parsed = pushConfigSchema.safeParse({ ...fromFile, ...fromEnv, ...fromFlags });
-  if (!parsed.success) {
-    throw firnError(
-      'FIRN_E_CONFIG_INVALID',
-      `invalid push configuration:\n${z.prettifyError(parsed.error)}`,
-      {
-        hint: `sources: ${options.file ?? 'no config file'}, FIRN_* environment variables, command-line flags`,
-      },
-    );
-  }
-  const config = parsed.data;
+  const config = await loadLayered(
+    { schema: pushConfigSchema, section: 'push', envKeys: PUSH_ENV_KEYS, coerce },
+    options,
+  );
   return Object.freeze({
     cache: config.cache,
     tokenFile: config['token-file'],
@@ -152,28 +132,4 @@ export function parseMs(text: string): number | undefined {
   const match = /^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$/.exec(text);
   if (match?.[1] === undefined) return undefined;
   return Math.round(Number(match[1]) * (MS_UNITS[match[2] ?? 'ms'] ?? 1));
-}
-
-async function readTomlFile(file: string): Promise<Record<string, unknown>> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (error) {
-    throw fromFsError(error, file, 'read config file');
-  }
-  try {
-    const parsed = parseToml(text);
-    const section = parsed.push;
-    // A [push] table, or a file with no tables at all; other tables ([serve], …) are not ours.
-    if (section !== undefined && typeof section === 'object' && !Array.isArray(section))
-      return section as Record<string, unknown>;
-    const hasTables = Object.values(parsed).some(
-      (value) => typeof value === 'object' && !Array.isArray(value) && !(value instanceof Date),
-    );
-    return hasTables ? {} : parsed;
-  } catch (error) {
-    throw firnError('FIRN_E_CONFIG_INVALID', `${file}: ${(error as Error).message}`, {
-      cause: error,
-    });
-  }
 }

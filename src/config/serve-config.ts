@@ -2,12 +2,11 @@
  * `firn serve`'s settings: one zod schema behind the TOML file, FIRN_* environment variables and
  * flags (flags win over the environment, which wins over the file, which wins over defaults).
  */
-import { readFile } from 'node:fs/promises';
 import { hostname, homedir } from 'node:os';
 import { join } from 'node:path';
-import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
-import { firnError, fromFsError } from '../errors.ts';
+import { firnError } from '../errors.ts';
+import { loadLayered } from './layered.ts';
 import { parseSize } from './sizes.ts';
 
 const size = z.union([
@@ -93,29 +92,10 @@ export async function loadServeConfig(options: {
   env: NodeJS.ProcessEnv;
   flags: Partial<Record<keyof ServeConfigInput, string | boolean | undefined>>;
 }): Promise<ServeConfig> {
-  const fromFile = options.file === undefined ? {} : await readTomlFile(options.file);
-  const fromEnv: Record<string, unknown> = {};
-  for (const [variable, key] of Object.entries(SERVE_ENV_KEYS)) {
-    const value = options.env[variable];
-    if (value !== undefined && value !== '') fromEnv[key] = coerce(key, value);
-  }
-  const fromFlags: Record<string, unknown> = {};
-  for (const [key, value] of Object.entries(options.flags)) {
-    if (value !== undefined)
-      fromFlags[key] = typeof value === 'string' ? coerce(key, value) : value;
-  }
-  const merged = { ...fromFile, ...fromEnv, ...fromFlags };
-  const parsed = serveConfigSchema.safeParse(merged);
-  if (!parsed.success) {
-    throw firnError(
-      'FIRN_E_CONFIG_INVALID',
-      `invalid serve configuration:\n${z.prettifyError(parsed.error)}`,
-      {
-        hint: `sources: ${options.file ?? 'no config file'}, FIRN_* environment variables, command-line flags`,
-      },
-    );
-  }
-  const config = parsed.data;
+  const config = await loadLayered(
+    { schema: serveConfigSchema, section: 'serve', envKeys: SERVE_ENV_KEYS, coerce },
+    options,
+  );
   const { host, port } = parseListen(config.listen);
   return Object.freeze({
     host,
@@ -154,25 +134,4 @@ export function parseListen(listen: string): { host: string; port: number } {
     });
   }
   return { host: match[1] ?? (match[2] === '' ? '0.0.0.0' : (match[2] ?? '127.0.0.1')), port };
-}
-
-async function readTomlFile(file: string): Promise<Record<string, unknown>> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (error) {
-    throw fromFsError(error, file, 'read config file');
-  }
-  try {
-    const parsed = parseToml(text);
-    const section = parsed.serve;
-    // Accept both a bare file and a [serve] table, so one firn.toml can hold several sections.
-    return section !== undefined && typeof section === 'object' && !Array.isArray(section)
-      ? (section as Record<string, unknown>)
-      : parsed;
-  } catch (error) {
-    throw firnError('FIRN_E_CONFIG_INVALID', `${file}: ${(error as Error).message}`, {
-      cause: error,
-    });
-  }
 }
