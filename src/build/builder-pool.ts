@@ -25,7 +25,6 @@ import { buildSucceeded, ServeConnection } from './serve-client.ts';
 import { quoteWord, type SshTarget } from './ssh.ts';
 
 export interface PoolOptions {
-  readonly graph: BuildGraph;
   /** By builder name. */
   readonly targets: ReadonlyMap<string, SshTarget>;
   /** Where builders push outputs, as they reach it; undefined = no push. */
@@ -33,31 +32,32 @@ export interface PoolOptions {
   /** Root of the coordinator's chroot store, for copying sources (`--store DIR`). */
   readonly storeRoot?: string | undefined;
   readonly env?: NodeJS.ProcessEnv;
-  /** Lines of log kept for a failed build. */
-  readonly logTailLines?: number;
   /** A build printing nothing for this long is killed (seconds; 0 = never). */
   readonly maxSilentTime?: number;
 }
 
 export class BuilderPool implements Executor {
   readonly #options: PoolOptions;
+  #graph: BuildGraph | undefined;
+  /** Aborted by close(): connections still opening are killed. */
+  readonly #closing = new AbortController();
   /** `builder/kind` → connections not in use. */
   readonly #idle = new Map<string, ServeConnection[]>();
   readonly #open = new Set<ServeConnection>();
   /** builder → path → the copy that put it there (each source is copied once per builder). */
   readonly #copies = new Map<string, Map<string, Promise<void>>>();
+  /** builder → its first fetch, which later fetches wait for. */
+  readonly #warm = new Map<string, Promise<unknown>>();
 
   constructor(options: PoolOptions) {
     this.#options = options;
   }
 
   async execute(job: JobSpec, builder: BuilderSpec, signal: AbortSignal): Promise<Outcome> {
-    const node = this.#options.graph.nodes.get(job.drvPath);
+    const node = this.#graph?.nodes.get(job.drvPath);
     if (node === undefined) throw new Error(`BuilderPool: ${job.drvPath} is not in the graph`);
     const target = this.#target(builder.name);
-    const fetched = await this.#withConnection(target, 'fetch', signal, (connection) =>
-      this.#fetchInputs(node, target, connection, signal),
-    );
+    const fetched = await this.#fetch(node, target, signal);
     if (fetched !== undefined) return fetched;
     const outcome = await this.#withConnection(target, 'build', signal, (connection) =>
       this.#build(node, connection),
@@ -96,11 +96,70 @@ export class BuilderPool implements Executor {
     }
   }
 
+  /** The graph the jobs come from; set before the first execute. */
+  useGraph(graph: BuildGraph): void {
+    this.#graph = graph;
+  }
+
+  /**
+   * Opens a fetch and a build connection to each named builder in the background, so the ssh
+   * handshakes overlap evaluation instead of delaying the first builds. Failures are ignored
+   * here: the first real build on that builder meets them and reports the builder lost.
+   */
+  prewarm(names: readonly string[]): void {
+    for (const name of names) {
+      const target = this.#target(name);
+      for (const kind of ['fetch', 'build'] as const) {
+        this.#connection(target, kind).then(
+          (connection) => {
+            this.#release(`${name}/${kind}`, connection);
+          },
+          () => undefined,
+        );
+      }
+    }
+  }
+
   /** Closes every connection (ssh exits, and with it the remote nix-store). */
   close(): void {
+    this.#closing.abort();
     for (const connection of this.#open) connection.close();
     this.#open.clear();
     this.#idle.clear();
+  }
+
+  /**
+   * The fetch step, with two defences against Nix 2.8 races between its own processes on one
+   * machine (seen on the test fleet): the first fetch on a builder runs alone, because
+   * concurrent first uses of the narinfo disk cache fail with "constraint failed"; and a fetch
+   * whose peer died of an SQLite error ("database is busy") is retried once on a new
+   * connection. Asking which paths are valid, and substituting them, is idempotent.
+   */
+  async #fetch(
+    node: DrvNode,
+    target: SshTarget,
+    signal: AbortSignal,
+  ): Promise<Outcome | undefined> {
+    const attempt = (): Promise<Outcome | undefined> =>
+      this.#withConnection(target, 'fetch', signal, (connection) =>
+        this.#fetchInputs(node, target, connection, signal),
+      );
+    const retrying = async (): Promise<Outcome | undefined> => {
+      try {
+        return await attempt();
+      } catch (error) {
+        if (!(error instanceof Error) || !error.message.includes('SQLite')) throw error;
+        return attempt();
+      }
+    };
+    const warm = this.#warm.get(target.name);
+    if (warm !== undefined) {
+      await warm.catch(() => undefined);
+      return retrying();
+    }
+    const first = retrying();
+    this.#warm.set(target.name, first);
+    return first;
   }
 
   /** Makes the inputs valid on the builder; an Outcome when that cannot be done. */
@@ -110,7 +169,7 @@ export class BuilderPool implements Executor {
     connection: ServeConnection,
     signal: AbortSignal,
   ): Promise<Outcome | undefined> {
-    const inputs = inputPaths(this.#options.graph, node);
+    const inputs = inputPaths(this.#requireGraph(), node);
     const valid = new Set(
       await connection.queryValidPaths(inputs, { lock: true, substitute: true }),
     );
@@ -129,7 +188,7 @@ export class BuilderPool implements Executor {
   }
 
   async #build(node: DrvNode, connection: ServeConnection): Promise<Outcome> {
-    const inputs = inputPaths(this.#options.graph, node);
+    const inputs = inputPaths(this.#requireGraph(), node);
     connection.takeLog();
     const result = await connection.buildDerivation(
       node.drvPath,
@@ -141,7 +200,7 @@ export class BuilderPool implements Executor {
     return {
       kind: 'failed',
       message: `${result.statusName}: ${result.errorMsg.trim()}`,
-      log: tail(log, this.#options.logTailLines ?? 25),
+      log,
     };
   }
 
@@ -171,7 +230,7 @@ export class BuilderPool implements Executor {
       return {
         kind: 'failed',
         message: `built on ${target.name}, but pushing the outputs to ${url} failed`,
-        log: tail(result.stderr, this.#options.logTailLines ?? 25),
+        log: result.stderr,
       };
     }
     return { kind: 'built' };
@@ -218,6 +277,11 @@ export class BuilderPool implements Executor {
     }
   }
 
+  #requireGraph(): BuildGraph {
+    if (this.#graph === undefined) throw new Error('BuilderPool: useGraph was not called');
+    return this.#graph;
+  }
+
   #target(name: string): SshTarget {
     const target = this.#options.targets.get(name);
     if (target === undefined) throw new Error(`BuilderPool: no ssh target for ${name}`);
@@ -232,8 +296,16 @@ export class BuilderPool implements Executor {
     }
     const connection = await ServeConnection.open(
       ['ssh', ...target.args, '--', 'nix-store --serve --write'],
-      { label: target.name, env: this.#options.env ?? process.env },
+      {
+        label: target.name,
+        env: this.#options.env ?? process.env,
+        signal: this.#closing.signal,
+      },
     );
+    if (this.#closing.signal.aborted) {
+      connection.close();
+      throw new Error(`BuilderPool: closed while connecting to ${target.name}`);
+    }
     this.#open.add(connection);
     return connection;
   }
@@ -259,8 +331,4 @@ const CANCELLED: Outcome = { kind: 'failed', message: 'cancelled', log: '' };
 function withCompression(url: string): string {
   if (/[?&]compression=/.test(url)) return url;
   return `${url}${url.includes('?') ? '&' : '?'}compression=zstd`;
-}
-
-function tail(text: string, lines: number): string {
-  return text.trimEnd().split('\n').slice(-lines).join('\n');
 }

@@ -17,7 +17,6 @@ import {
   criticalPath,
   schedule,
   type BuilderSpec,
-  type Executor,
   type JobSpec,
   type ScheduleResult,
   type SchedulerEvent,
@@ -92,16 +91,21 @@ export function jobsFor(
 
 export interface CoordinatorOptions {
   readonly fleet: Fleet;
-  readonly drvPaths: readonly string[];
+  /** A promise: evaluation may still run while connections to the builders open. */
+  readonly drvPaths: readonly string[] | Promise<readonly string[]>;
   readonly durations: DurationModel;
   readonly storeRoot?: string | undefined;
+  /** A cache token (FIRN_TOKEN): for a private cache's missing-paths query. */
+  readonly token?: string | undefined;
   /** Skip the cache check (build everything not already valid on the builder). */
   readonly noCacheCheck?: boolean;
   readonly signal?: AbortSignal;
   readonly onEvent?: (event: SchedulerEvent) => void;
   readonly env?: NodeJS.ProcessEnv;
-  /** Tests replace the executor. */
-  readonly executor?: (graph: BuildGraph) => Executor & { close?(): void };
+  /** Told what will be built, once, before the first build starts. */
+  readonly onPlan?: (jobs: readonly JobSpec[], builders: readonly BuilderSpec[]) => void;
+  /** Open connections to every builder before knowing what to build (default true). */
+  readonly prewarm?: boolean;
 }
 
 export interface BuildOutcome {
@@ -118,36 +122,37 @@ export interface BuildOutcome {
 
 export async function coordinate(options: CoordinatorOptions): Promise<BuildOutcome> {
   const { fleet } = options;
-  const graph = await readGraph(options.drvPaths, { storeRoot: options.storeRoot });
   const cacheUrl = fleet.cache?.url;
-  const query =
-    options.noCacheCheck === true || cacheUrl === undefined ? undefined : firnCacheQuery(cacheUrl);
-  const { toBuild, cached } = await pruneCached(graph, query);
-  const jobs = jobsFor(graph, toBuild, options.durations);
   const builders = builderSpecs(fleet);
   const knownHostsDir = mkdtempSync(join(tmpdir(), 'firn-build-'));
-  const executor =
-    options.executor?.(graph) ??
-    new BuilderPool({
-      graph,
-      targets: new Map(
-        buildersOf(fleet).map((host) => [host.name, sshTarget(host, knownHostsDir)]),
-      ),
-      pushUrl: cacheUrl,
-      storeRoot: options.storeRoot,
-      ...(options.env === undefined ? {} : { env: options.env }),
-    });
-  const speed = new Map(builders.map((b) => [b.name, b.speedFactor]));
-  const names = new Map(jobs.map((job) => [job.drvPath, job]));
+  const pool = new BuilderPool({
+    targets: new Map(buildersOf(fleet).map((host) => [host.name, sshTarget(host, knownHostsDir)])),
+    pushUrl: cacheUrl,
+    storeRoot: options.storeRoot,
+    ...(options.env === undefined ? {} : { env: options.env }),
+  });
   try {
+    // ssh handshakes overlap evaluation and the cache check.
+    if (options.prewarm !== false) pool.prewarm(builders.map((builder) => builder.name));
+    const graph = await readGraph(await options.drvPaths, { storeRoot: options.storeRoot });
+    const query =
+      options.noCacheCheck === true || cacheUrl === undefined
+        ? undefined
+        : firnCacheQuery(cacheUrl, { token: options.token });
+    const { toBuild, cached } = await pruneCached(graph, query);
+    const jobs = jobsFor(graph, toBuild, options.durations);
+    pool.useGraph(graph);
+    options.onPlan?.(jobs, builders);
+    const speed = new Map(builders.map((b) => [b.name, b.speedFactor]));
+    const byPath = new Map(jobs.map((job) => [job.drvPath, job]));
     const result = await schedule({
       jobs,
       builders,
-      executor,
+      executor: pool,
       ...(options.signal === undefined ? {} : { signal: options.signal }),
       onEvent(event) {
         if (event.type === 'built') {
-          const job = names.get(event.drvPath);
+          const job = byPath.get(event.drvPath);
           if (job !== undefined) {
             options.durations.record(
               job.name,
@@ -164,7 +169,7 @@ export async function coordinate(options: CoordinatorOptions): Promise<BuildOutc
     );
     return { graph, cached, jobs, result, criticalPath: criticalPath(jobs), outputs };
   } finally {
-    executor.close?.();
+    pool.close();
     rmSync(knownHostsDir, { recursive: true, force: true });
   }
 }

@@ -122,6 +122,15 @@ test('ties go to the faster builder', async () => {
   assert.equal(executor.runs[0].end, 1000);
 });
 
+test('a dependent goes where its input was built when that builder is free', async () => {
+  // Only b can take the kernel; a comes first in the list and is just as idle afterwards.
+  const jobs = [job('kernel', 4, [], { requiredFeatures: ['big'] }), job('modules', 1, ['kernel'])];
+  const { executor } = await simulate(jobs, [builder('a'), builder('b', { features: ['big'] })]);
+  const where = new Map(executor.runs.map((r) => [r.drvPath, r.builder]));
+  assert.equal(where.get('kernel'), 'b');
+  assert.equal(where.get('modules'), 'b');
+});
+
 test('feature matching: required, supported and mandatory features', () => {
   const kvm = job('vm-test', 1, [], { requiredFeatures: ['kvm'] });
   const plain = job('plain', 1);

@@ -9,7 +9,8 @@
  *   chain of expected durations among what waits on it. Ties go to the derivation with more
  *   dependents, then to the name, so a run is reproducible.
  * - A builder runs at most maxJobs derivations of this coordinator at once. Among builders with
- *   a free slot the fastest (speed factor) is chosen, then the least loaded.
+ *   a free slot the fastest (speed factor) is chosen, then the one that built more of the
+ *   derivation's inputs (it need not substitute them), then the least loaded.
  * - No polling: a finished build frees its slot and the next derivation starts in the same turn
  *   of the event loop. The only timer is a lost builder's backoff.
  * - A failed build stops what depends on it; independent branches go on. A builder that is lost
@@ -288,21 +289,26 @@ export function schedule(options: ScheduleOptions): Promise<ScheduleResult> {
       resolve({ built, failed, skipped, cancelled, wallMs: clock.now() - started });
     };
 
+    /** Inputs of `job` that `state` built itself: it need not substitute those. */
+    const local = (job: JobSpec, state: BuilderState): number =>
+      job.deps.filter((dep) => built.get(dep)?.builder === state.spec.name).length;
+
     const pickBuilder = (job: JobSpec, now: number): BuilderState | undefined => {
       let best: BuilderState | undefined;
       for (const state of builders) {
         if (state.running >= state.spec.maxJobs || state.downUntil > now) continue;
         if (!canBuild(state.spec, job)) continue;
-        if (
-          best === undefined ||
-          state.spec.speedFactor > best.spec.speedFactor ||
-          (state.spec.speedFactor === best.spec.speedFactor &&
-            state.running / state.spec.maxJobs < best.running / best.spec.maxJobs)
-        ) {
-          best = state;
-        }
+        if (best === undefined || better(job, state, best)) best = state;
       }
       return best;
+    };
+
+    /** Fastest first; then the one that has more of the inputs; then the least loaded. */
+    const better = (job: JobSpec, a: BuilderState, b: BuilderState): boolean => {
+      if (a.spec.speedFactor !== b.spec.speedFactor) return a.spec.speedFactor > b.spec.speedFactor;
+      const locality = local(job, a) - local(job, b);
+      if (locality !== 0) return locality > 0;
+      return a.running / a.spec.maxJobs < b.running / b.spec.maxJobs;
     };
 
     const dispatch = (): void => {

@@ -26,7 +26,8 @@ const CLIENT_VERSION = 0x206;
 const CMD_QUERY_VALID_PATHS = 1;
 const CMD_BUILD_DERIVATION = 8;
 
-const LOG_TAIL_BYTES = 64 * 1024;
+/** The build log kept per connection: the whole log of most builds, the end of huge ones. */
+const LOG_TAIL_BYTES = 1024 * 1024;
 
 /** BuildResult status codes (build-result.hh). */
 export const BUILD_STATUS = [
@@ -97,7 +98,12 @@ export class ServeConnection {
   /** Starts `argv` and does the handshake; `label` names the builder in errors. */
   static async open(
     argv: readonly string[],
-    options: { readonly env?: NodeJS.ProcessEnv; readonly label: string },
+    options: {
+      readonly env?: NodeJS.ProcessEnv;
+      readonly label: string;
+      /** Aborting kills the child: the open fails, nothing is left running. */
+      readonly signal?: AbortSignal;
+    },
   ): Promise<ServeConnection> {
     const [command, ...args] = argv;
     if (command === undefined) throw new Error('ServeConnection.open: empty argv');
@@ -115,17 +121,29 @@ export class ServeConnection {
     child.stdin.on('error', () => {
       // A dead child surfaces as the end of stdout, which the reader reports.
     });
+    // Every 'error' is handled (an unhandled one would end the process); the first one before
+    // the handshake completes fails the open, later ones show up as the connection closing.
     const spawnFailed = new Promise<never>((_, reject) => {
-      child.once('error', (error) => {
+      child.on('error', (error) => {
         reject(lost(options.label, `cannot run ${command}: ${error.message}`));
       });
     });
-    const reader = new WireReader(child.stdout, () =>
-      lost(
-        options.label,
-        `the connection closed${recent.trim() === '' ? '' : `: ${lastLines(recent)}`}`,
-      ),
-    );
+    spawnFailed.catch(() => undefined);
+    const onAbort = (): void => {
+      child.kill('SIGKILL');
+    };
+    if (options.signal?.aborted === true) onAbort();
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    const reader = new WireReader(child.stdout);
+    // 'close' comes after the exit and after stderr is drained, so the message has its end.
+    child.once('close', () => {
+      reader.fail(
+        lost(
+          options.label,
+          `the connection closed${recent.trim() === '' ? '' : `: ${lastLines(recent)}`}`,
+        ),
+      );
+    });
     child.stdin.write(Buffer.concat([u64(SERVE_MAGIC_1), u64(CLIENT_VERSION)]));
     try {
       const handshake = (async () => {
@@ -146,6 +164,8 @@ export class ServeConnection {
     } catch (error) {
       child.kill('SIGKILL');
       throw error;
+    } finally {
+      options.signal?.removeEventListener('abort', onAbort);
     }
   }
 

@@ -26,8 +26,8 @@ export function strings(values: Iterable<string>): Buffer {
 const MAX_STRING = 64 * 1024 * 1024;
 
 /**
- * Reads frames from a stream. Each read waits until enough bytes arrived; when the stream
- * ends first, every waiting and later read rejects with `closed()`'s error.
+ * Reads frames from a stream. Each read waits until enough bytes arrived; once the owner calls
+ * `fail` (the peer is gone), every waiting and later read that lacks bytes rejects with it.
  */
 export class WireReader {
   private chunks: Buffer[] = [];
@@ -35,19 +35,20 @@ export class WireReader {
   private waiter: (() => void) | undefined;
   private ended: Error | undefined;
 
-  constructor(stream: Readable, closed: () => Error) {
+  constructor(stream: Readable) {
     stream.on('data', (chunk: Buffer) => {
       this.chunks.push(chunk);
       this.buffered += chunk.length;
       this.wake();
     });
-    const end = (): void => {
-      this.ended ??= closed();
-      this.wake();
-    };
-    stream.on('end', end);
-    stream.on('close', end);
-    stream.on('error', end);
+    stream.on('error', () => {
+      // Reported by the owner through fail(), with the peer's own last words.
+    });
+  }
+
+  fail(error: Error): void {
+    this.ended ??= error;
+    this.wake();
   }
 
   async read(length: number): Promise<Buffer> {

@@ -4,7 +4,7 @@
  * holds the .drv files and the sources (builtins.toFile), which it copies to builders once.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -116,7 +116,7 @@ describe('firn build on the test fleet', () => {
     rmSync(work, { recursive: true, force: true });
   });
 
-  const build = (expr: string, extra: readonly string[] = []) => {
+  const build = (expr: string, extra: readonly string[] = [], env: NodeJS.ProcessEnv = {}) => {
     const file = join(work, `${randomUUID()}.nix`);
     writeFileSync(file, expr);
     return firn(
@@ -132,7 +132,7 @@ describe('firn build on the test fleet', () => {
         file,
         ...extra,
       ],
-      { env: nix.env },
+      { env: { ...nix.env, ...env } },
     );
   };
 
@@ -182,8 +182,32 @@ describe('firn build on the test fleet', () => {
     assert.deepEqual(again.stdout.toString('utf8').trim().split('\n'), outputs);
   });
 
+  test('three boards whose systems share kernel and packages: shared ones built once', async () => {
+    const salt = randomUUID();
+    const expr = `
+let
+  mk = name: extra: derivation ({
+    inherit name; salt = "${salt}"; system = "aarch64-linux"; builder = "/bin/sh";
+    args = [ "-c" "echo $name > $out" ]; PATH = "/bin:/usr/bin";
+  } // extra);
+  kernel = mk "shared-kernel" {};
+  pkg = mk "shared-pkg" {};
+  system = board: mk "system-\${board}" { inherit kernel pkg; };
+in { opi01 = system "opi01"; opi02 = system "opi02"; opi03 = system "opi03"; }
+`;
+    const result = await build(expr, ['--json']);
+    assert.equal(result.code, 0, result.stderr);
+    const built = events(result.stdout).filter((e) => e.event === 'built');
+    const count = (name: string): number => built.filter((e) => e.name === name).length;
+    assert.equal(count('shared-kernel'), 1);
+    assert.equal(count('shared-pkg'), 1);
+    for (const board of BOARDS) assert.equal(count(`system-${board}`), 1);
+    assert.equal(built.length, 5);
+  });
+
   test('a failing derivation: dependents not built, independent ones built, log tail', async () => {
-    const result = await build(failureExpr(randomUUID()));
+    const token = await server.token('push');
+    const result = await build(failureExpr(randomUUID()), [], { FIRN_TOKEN: token });
     assert.equal(result.code, 1, result.stderr);
     const stderr = result.stderr;
     assert.match(stderr, /\] built ok in/);
@@ -194,6 +218,12 @@ describe('firn build on the test fleet', () => {
     assert.match(stderr, /boom-from-bad/);
     assert.match(stderr, /FIRN_E_BUILD_FAILED/);
     assert.equal(result.stdout.toString('utf8'), '', 'no output paths on failure');
+    // The whole log went to the cache's /log/.
+    const logUrl = /full log: (\S+)/.exec(stderr)?.[1] ?? assert.fail(`no log URL in ${stderr}`);
+    assert.match(logUrl, /\/log\/\w{32}-bad\.drv$/);
+    const log = await fetch(logUrl);
+    assert.equal(log.status, 200);
+    assert.match(await log.text(), /boom-from-bad\nsecond line/);
   });
 
   test('a derivation no builder can take is refused before anything is built', async () => {
@@ -203,6 +233,48 @@ describe('firn build on the test fleet', () => {
     assert.match(result.stderr, /rv\.drv needs a riscv64-linux builder/);
     assert.match(result.stderr, /FIRN_E_BUILD_NO_BUILDER/);
     assert.doesNotMatch(result.stderr, /building/);
+  });
+
+  test('Ctrl-C: remote builds are killed and nothing is left running', async () => {
+    const salt = randomUUID();
+    const file = join(work, 'cancel.nix');
+    writeFileSync(
+      file,
+      `derivation { name = "long"; salt = "${salt}"; system = "aarch64-linux"; builder = "/bin/sh";
+         args = [ "-c" "sleep 31.4159; echo > $out" ]; PATH = "/bin:/usr/bin"; }`,
+    );
+    const child = spawn(
+      FIRN_BIN,
+      [
+        'build',
+        '--fleet',
+        inventory,
+        '--store',
+        store,
+        '--history',
+        join(work, 'cancel.sqlite'),
+      ].concat(['-f', file]),
+      { env: nix.env, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    let stderr = '';
+    const started = new Promise<void>((resolve) => {
+      child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+        stderr += chunk;
+        if (stderr.includes('building long')) resolve();
+      });
+    });
+    await started;
+    // Let the remote build actually start sleeping.
+    await waitFor(() => sleepers() > 0, 5000);
+    assert.ok(sleepers() > 0, 'the remote build is running');
+    const t0 = Date.now();
+    child.kill('SIGINT');
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    assert.notEqual(code, 0);
+    assert.ok(Date.now() - t0 < 5000, 'cancelling is quick');
+    assert.match(stderr, /cancelled/);
+    await waitFor(() => sleepers() === 0, 5000);
+    assert.equal(sleepers(), 0, 'the remote build was killed');
   });
 
   test('a builder killed mid-build: the build completes on the others', async () => {
@@ -255,3 +327,16 @@ describe('firn build on the test fleet', () => {
     assert.ok(all.some((e) => e.event === 'builder-down' && e.builder === 'opi03'));
   });
 });
+
+/** Processes of the cancel test's remote build (the hosts share this machine's PID space). */
+function sleepers(): number {
+  const result = spawnSync('pgrep', ['-f', 'sleep 31.4159']);
+  return result.stdout.toString('utf8').trim().split('\n').filter(Boolean).length;
+}
+
+async function waitFor(condition: () => boolean, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!condition() && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}

@@ -6,7 +6,9 @@
 import { join } from 'node:path';
 import { defaultDataDir } from '../../config/serve-config.ts';
 import { coordinate, instantiate, type BuildOutcome } from '../../build/coordinator.ts';
+import { logTail, uploadBuildLog } from '../../build/build-log.ts';
 import { SqliteDurations } from '../../build/durations.ts';
+import { LiveView, liveState } from '../../build/live-view.ts';
 import type { SchedulerEvent } from '../../build/scheduler.ts';
 import { firnError } from '../../errors.ts';
 import { loadFleet, resolveFleetPath } from '../../fleet/inventory.ts';
@@ -33,6 +35,7 @@ const help: CommandHelp = {
     '--history FILE         duration history (default: $XDG_STATE_HOME/firn/build-durations.sqlite)',
     '--no-cache-check       build even what the cache already has',
     '--json                 NDJSON events on stdout instead of progress lines',
+    "FIRN_TOKEN             a cache token: private caches, and failed builds' logs go to /log/",
   ],
   examples: [
     'firn build --fleet firn.toml -f hosts.nix -A opi01 -A opi02 -A opi03',
@@ -106,16 +109,21 @@ export async function run(ctx: CommandContext): Promise<number> {
     }
   }
   const fleet = await loadFleet(resolveFleetPath({ flag: values.fleet, env: ctx.env }));
-  const drvPaths = [...positionals];
-  if (values.file !== undefined) {
-    drvPaths.push(
-      ...(await instantiate(
-        { file: values.file, attrs: values.attr ?? [], args: pairs.args, argstrs: pairs.argstrs },
-        { storeRoot, env: ctx.env },
-      )),
-    );
+  const token = nonEmpty(ctx.env.FIRN_TOKEN);
+  const file = values.file;
+  if (file === undefined && positionals.length === 0) {
+    throw usageError(help, 'nothing to build: give -f FILE or DRV paths');
   }
-  if (drvPaths.length === 0) throw usageError(help, 'nothing to build: give -f FILE or DRV paths');
+  // Evaluation runs while the coordinator opens its connections to the builders.
+  const drvPaths =
+    file === undefined
+      ? positionals
+      : instantiate(
+          { file, attrs: values.attr ?? [], args: pairs.args, argstrs: pairs.argstrs },
+          { storeRoot, env: ctx.env },
+        ).then((paths) => [...positionals, ...paths]);
+  // Awaited by coordinate(); this only keeps a failure before then from being "unhandled".
+  if (drvPaths instanceof Promise) drvPaths.catch(() => undefined);
 
   const durations = new SqliteDurations(
     values.history ?? join(defaultDataDir(ctx.env), 'build-durations.sqlite'),
@@ -127,11 +135,15 @@ export async function run(ctx: CommandContext): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   const names = new Map<string, string>();
+  const tty = !json && (ctx.stderr as { isTTY?: boolean }).isTTY === true;
+  let view: LiveView | undefined;
   const report = (event: SchedulerEvent): void => {
     if (event.type !== 'requeued' && event.type !== 'builder-down') {
       names.set(event.drvPath, event.name);
     }
-    if (json) ctx.stdout.write(JSON.stringify({ event: event.type, ...event }) + '\n');
+    const shown = event.type === 'failed' ? { ...event, log: logTail(event.log) } : event;
+    if (json) ctx.stdout.write(JSON.stringify({ event: event.type, ...shown }) + '\n');
+    else if (view !== undefined) view.event(event, progressLine(event, names));
     else ctx.stderr.write(progressLine(event, names));
   };
   let outcome: BuildOutcome;
@@ -141,17 +153,23 @@ export async function run(ctx: CommandContext): Promise<number> {
       drvPaths,
       durations,
       storeRoot,
+      token,
       noCacheCheck: values['no-cache-check'] === true,
       signal: controller.signal,
       onEvent: report,
+      onPlan(jobs, builders) {
+        if (tty && jobs.length > 0) view = new LiveView(ctx.stderr, liveState(jobs, builders));
+      },
       env: ctx.env,
     });
   } finally {
+    view?.close();
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     durations.close();
   }
-  const summary = summarize(outcome);
+  const logs = await uploadLogs(outcome, fleet.cache?.url, token);
+  const summary = { ...summarize(outcome), logs };
   if (json) ctx.stdout.write(JSON.stringify({ event: 'done', ...summary }) + '\n');
   else {
     ctx.stderr.write(summaryText(outcome, summary));
@@ -167,7 +185,8 @@ export async function run(ctx: CommandContext): Promise<number> {
       for (const [drvPath, failure] of failed) {
         ctx.stderr.write(
           `error: ${drvPath} failed on ${failure.builder}: ${failure.message}\n` +
-            (failure.log === '' ? '' : `${indent(failure.log)}\n`),
+            (failure.log === '' ? '' : `${indent(logTail(failure.log))}\n`) +
+            (logs[drvPath] === undefined ? '' : `  full log: ${logs[drvPath]}\n`),
         );
       }
     }
@@ -246,6 +265,25 @@ function progressLine(event: SchedulerEvent, names: ReadonlyMap<string, string>)
     case 'builder-down':
       return `[${event.builder}] marked down for ${round(event.seconds)} s\n`;
   }
+}
+
+/** Uploads each failed build's log to the cache; drv path → URL of those stored. */
+async function uploadLogs(
+  outcome: BuildOutcome,
+  cacheUrl: string | undefined,
+  token: string | undefined,
+): Promise<Record<string, string>> {
+  const logs: Record<string, string> = {};
+  if (cacheUrl === undefined) return logs;
+  for (const [drvPath, failure] of outcome.result.failed) {
+    const url = await uploadBuildLog({ cacheUrl, drvPath, log: failure.log, token });
+    if (url !== undefined) logs[drvPath] = url;
+  }
+  return logs;
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value.trim() === '' ? undefined : value.trim();
 }
 
 function indent(text: string): string {
