@@ -1,9 +1,9 @@
-import { loadPushConfig } from '../../config/push-config.ts';
 import { drainForever, drainOnce } from '../../push/drain.ts';
 import { openPushSession } from '../../push/session.ts';
 import { parseCommandArgs, type CommandHelp } from '../args.ts';
 import type { CommandContext } from '../context.ts';
 import { createPushReporter } from '../reporters/push-reporter.ts';
+import { loadUploadConfig, UPLOAD_OPTIONS } from '../upload-options.ts';
 
 const help: CommandHelp = {
   usage: 'firn drain [--once] [--cache URL] [--spool DIR] [options]',
@@ -35,45 +35,19 @@ const help: CommandHelp = {
 };
 
 const options = {
+  ...UPLOAD_OPTIONS,
   once: { type: 'boolean' },
-  cache: { type: 'string' },
   spool: { type: 'string' },
-  'token-file': { type: 'string' },
-  json: { type: 'boolean' },
-  jobs: { type: 'string' },
-  compression: { type: 'string' },
-  'compression-level': { type: 'string' },
-  'compress-min-size': { type: 'string' },
-  upstream: { type: 'string', multiple: true },
-  store: { type: 'string' },
   'poll-interval': { type: 'string' },
-  retries: { type: 'string' },
-  'retry-delay': { type: 'string' },
-  'path-info': { type: 'string' },
-  config: { type: 'string' },
 } as const;
 
 export async function run(ctx: CommandContext): Promise<number> {
   const args = parseCommandArgs(ctx, help, options, { min: 0, max: 0 });
   if (args === undefined) return 0;
   const { values } = args;
-  const config = await loadPushConfig({
-    file: values.config ?? ctx.env.FIRN_CONFIG,
-    env: ctx.env,
-    flags: {
-      cache: values.cache,
-      spool: values.spool,
-      jobs: values.jobs,
-      compression: values.compression,
-      'compression-level': values['compression-level'],
-      'compress-min-size': values['compress-min-size'],
-      upstreams: values.upstream,
-      store: values.store,
-      'poll-interval': values['poll-interval'],
-      retries: values.retries,
-      'retry-delay': values['retry-delay'],
-      'path-info': values['path-info'],
-    },
+  const config = await loadUploadConfig(ctx, values, {
+    spool: values.spool,
+    'poll-interval': values['poll-interval'],
   });
   const reporter = createPushReporter({
     json: values.json === true,

@@ -1,5 +1,4 @@
 import { tmpdir } from 'node:os';
-import { loadPushConfig } from '../../config/push-config.ts';
 import { firnError } from '../../errors.ts';
 import { pushClosure, pushFailure } from '../../push/push.ts';
 import { resolveStorePathArg } from '../../push/resolve-path.ts';
@@ -7,6 +6,7 @@ import { openPushSession } from '../../push/session.ts';
 import { parseCommandArgs, usageError, type CommandHelp } from '../args.ts';
 import type { CommandContext } from '../context.ts';
 import { createPushReporter } from '../reporters/push-reporter.ts';
+import { loadUploadConfig, UPLOAD_OPTIONS } from '../upload-options.ts';
 
 const help: CommandHelp = {
   usage: 'firn push [--cache URL] [options] PATH… | --stdin',
@@ -38,21 +38,9 @@ const help: CommandHelp = {
 };
 
 const options = {
-  cache: { type: 'string' },
-  'token-file': { type: 'string' },
+  ...UPLOAD_OPTIONS,
   stdin: { type: 'boolean' },
-  json: { type: 'boolean' },
   'no-progress': { type: 'boolean' },
-  jobs: { type: 'string' },
-  compression: { type: 'string' },
-  'compression-level': { type: 'string' },
-  'compress-min-size': { type: 'string' },
-  upstream: { type: 'string', multiple: true },
-  store: { type: 'string' },
-  retries: { type: 'string' },
-  'retry-delay': { type: 'string' },
-  'path-info': { type: 'string' },
-  config: { type: 'string' },
 } as const;
 
 export async function run(ctx: CommandContext): Promise<number> {
@@ -64,22 +52,7 @@ export async function run(ctx: CommandContext): Promise<number> {
     throw usageError(help, 'give paths as arguments or with --stdin, not both');
   if (words.length === 0)
     throw usageError(help, values.stdin === true ? 'no paths on stdin' : 'missing argument');
-  const config = await loadPushConfig({
-    file: values.config ?? ctx.env.FIRN_CONFIG,
-    env: ctx.env,
-    flags: {
-      cache: values.cache,
-      jobs: values.jobs,
-      compression: values.compression,
-      'compression-level': values['compression-level'],
-      'compress-min-size': values['compress-min-size'],
-      upstreams: values.upstream,
-      store: values.store,
-      retries: values.retries,
-      'retry-delay': values['retry-delay'],
-      'path-info': values['path-info'],
-    },
-  });
+  const config = await loadUploadConfig(ctx, values);
   const reporter = createPushReporter({
     json: values.json === true,
     stdout: ctx.stdout,
