@@ -68,7 +68,7 @@ export class FsBlobStore implements BlobStore {
     const range = options.range;
     // The stream owns the handle from here on and closes it when it ends or is destroyed.
     const body = handle.createReadStream({
-      highWaterMark: 1 << 20,
+      highWaterMark: 256 * 1024,
       ...(range === undefined ? {} : { start: range.start, end: range.end }),
     });
     if (options.signal !== undefined) addAbortSignal(options.signal, body);
