@@ -83,6 +83,14 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     logAccess(ctx, request, reply);
     done();
   });
+  // A client that goes away before its answer gets no access line otherwise.
+  app.addHook('onRequestAbort', (request, done) => {
+    request.log.info(
+      { method: request.method, url: request.url },
+      `${request.method} ${request.url} aborted by the client`,
+    );
+    done();
+  });
 
   registerCacheInfo(app, ctx);
   registerNarInfo(app, ctx);

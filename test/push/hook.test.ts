@@ -208,8 +208,17 @@ test('a drain killed halfway: the next run finishes, nothing lost, nothing uploa
     assert.deepEqual(pendingEntries(spool), []);
     assert.deepEqual(claimedFiles(spool), []);
     assert.deepEqual(await cacheMissing(server.url, built.paths), []);
+    const stats = (await (await fetch(`${server.url}/api/v1/stats`)).json()) as { nars: number };
+    assert.equal(stats.nars, built.paths.length, 'every NAR is stored, once');
+    // The access log lags the store by one request: a NAR whose PUT completed on the server just
+    // as the drain was killed is stored with no log line (the client never took the answer), and
+    // the next drain's HEAD finds it and sends nothing. So the log may name one NAR fewer.
+    await new Promise((resolve) => setTimeout(resolve, 200));
     const puts = narPuts(server.log());
-    assert.equal(puts.size, built.paths.length);
+    assert.ok(
+      puts.size >= built.paths.length - 1,
+      `${puts.size} NARs in the log of ${built.paths.length}`,
+    );
     const twice = [...puts].filter(([, count]) => count > 1);
     assert.deepEqual(twice, [], 'no NAR was stored twice');
   } finally {
