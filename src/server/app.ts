@@ -85,6 +85,8 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   });
   // A client that goes away before its answer gets no access line otherwise.
   app.addHook('onRequestAbort', (request, done) => {
+    const route = request.routeOptions.url ?? 'unmatched';
+    ctx.metrics.requests.inc({ route, method: request.method, status: 'aborted' });
     request.log.info(
       { method: request.method, url: request.url },
       `${request.method} ${request.url} aborted by the client`,
