@@ -183,7 +183,13 @@ export async function startFleet(options: StartFleetOptions): Promise<Fleet> {
     disposed = true;
     process.removeListener('exit', onExit);
     await Promise.all(forwarders.map((forwarder) => forwarder.close()));
-    const problems = teardownFleet(id);
+    // A host's processes can take a moment to die on a loaded machine (a nix in the middle of
+    // an fsync): try again before calling the cleanup failed.
+    let problems = teardownFleet(id);
+    for (let attempt = 1; problems.length > 0 && attempt <= 3; attempt++) {
+      await new Promise((resolve) => setTimeout(resolve, 500 * attempt));
+      problems = teardownFleet(id);
+    }
     if (problems.length > 0) throw new Error(`fleet ${id} cleanup: ${problems.join('; ')}`);
   };
   const onExit = (): void => {
