@@ -69,8 +69,15 @@ export function storeProbeScript(nonce: string): string {
 }
 
 export async function checkStoreWritable(ctx: CheckContext): Promise<CheckResult> {
-  const script = storeProbeScript(randomBytes(8).toString('hex'));
-  const result = await ctx.session.run(shellQuote(['sh', '-c', script]));
+  const probe = (): ReturnType<typeof ctx.session.run> =>
+    ctx.session.run(shellQuote(['sh', '-c', storeProbeScript(randomBytes(8).toString('hex'))]));
+  let result = await probe();
+  // Nix 2.8 on a store nobody used yet races with itself when several nix commands start at
+  // once (SQLite "database is busy" while creating the schema): one retry tells that apart.
+  if (!result.timedOut && result.code !== 0) {
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    result = await probe();
+  }
   const path = result.stdout.toString('utf8').trim();
   if (!result.timedOut && result.code === 0 && path.startsWith('/')) {
     return pass('store-writable', `added and deleted ${path}`);

@@ -112,7 +112,8 @@ function hostChecks(
 ): Promise<CheckResult[]> {
   const plan = planHost(fleet, host);
   const ctx: CheckContext = { fleet, host, plan, session, nixSettings: settingsLoader(session) };
-  const checks: Promise<CheckResult>[] = [checkNixVersion(ctx), checkStoreWritable(ctx)];
+  const storeWritable = checkStoreWritable(ctx);
+  const checks: Promise<CheckResult>[] = [checkNixVersion(ctx), storeWritable];
   if (host.systems.length > 0) checks.push(checkSystems(ctx));
   if (host.features.length + host.mandatoryFeatures.length > 0) checks.push(checkFeatures(ctx));
   if (plan.builds) checks.push(checkTrustedUser(ctx));
@@ -126,7 +127,10 @@ function hostChecks(
     checks.push(...cacheChecks);
     if (plan.pushes) checks.push(checkPushToken(ctx, cacheUrl));
     if (run.roundTrip) {
-      checks.push(checkRoundTrip(ctx, run.probe(cacheUrl), Promise.all(cacheChecks)));
+      // After the store probe too: both write to the host's store.
+      checks.push(
+        checkRoundTrip(ctx, run.probe(cacheUrl), Promise.all([...cacheChecks, storeWritable])),
+      );
     }
   }
   checks.push(checkNegativeTtl(ctx), checkDisk(ctx, run.minFreeBytes));
