@@ -135,7 +135,7 @@ async function hookLatency(
   const hook: number[] = [];
   const node: number[] = [];
   const version: number[] = [];
-  // Warm the compile cache first, as any machine that has run firn once has.
+  // Warm the compile cache first, like every machine that has run firn once.
   await mustRun(FIRN_BIN, ['hook'], env);
   for (let i = 0; i < HOOK_CALLS; i++) {
     hook.push((await mustRun(FIRN_BIN, ['hook'], env)).seconds * 1000);

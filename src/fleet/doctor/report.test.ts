@@ -9,12 +9,12 @@ const REPORT: DoctorReport = {
   hosts: [
     {
       name: 'opi01',
-      address: '10.0.0.11',
+      address: '192.0.2.11',
       roles: ['builder', 'target'],
       ok: false,
       ms: 812,
       checks: [
-        pass('ssh', 'nix-builder@10.0.0.11, host key pinned'),
+        pass('ssh', 'nix-builder@192.0.2.11, host key pinned'),
         fail('systems', 'aarch64-linux declared but not supported', 'add extra-platforms'),
         pass('cache-reachable', 'HTTP 200'),
       ],
@@ -33,8 +33,8 @@ const REPORT: DoctorReport = {
 test('plain: a table per host, a fix under each ✗, a summary', () => {
   assert.equal(
     renderPlain(REPORT),
-    `opi01  10.0.0.11  builder, target
-  ✓ ssh              nix-builder@10.0.0.11, host key pinned
+    `opi01  192.0.2.11  builder, target
+  ✓ ssh              nix-builder@192.0.2.11, host key pinned
   ✗ systems          aarch64-linux declared but not supported
                      fix: add extra-platforms
   ✓ cache-reachable  HTTP 200
@@ -73,7 +73,7 @@ test('json: the documented shape, hint null for a ✓', () => {
         name: 'opi01',
         ok: false,
         checks: [
-          { id: 'ssh', ok: true, detail: 'nix-builder@10.0.0.11, host key pinned', hint: null },
+          { id: 'ssh', ok: true, detail: 'nix-builder@192.0.2.11, host key pinned', hint: null },
           {
             id: 'systems',
             ok: false,
