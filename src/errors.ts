@@ -238,6 +238,11 @@ export const ERRORS = {
     status: 503,
   },
   FIRN_E_BUILD_FAILED: { summary: 'One or more derivations failed to build', exit: 1, status: 500 },
+  FIRN_E_BUILD_EVAL: {
+    summary: 'Evaluating a flake installable failed or gave no derivation',
+    exit: 1,
+    status: 400,
+  },
   FIRN_E_BUILDER_PROTOCOL: {
     summary: 'A builder broke the nix-store --serve protocol or its connection',
     exit: UNAVAILABLE,

@@ -8,22 +8,27 @@ import { defaultDataDir } from '../../config/serve-config.ts';
 import { coordinate, instantiate, type BuildOutcome } from '../../build/coordinator.ts';
 import { logTail, uploadBuildLog } from '../../build/build-log.ts';
 import { SqliteDurations } from '../../build/durations.ts';
+import { evaluateFlakes, isDrvPath } from '../../build/installables.ts';
 import { LiveView, liveState } from '../../build/live-view.ts';
 import type { SchedulerEvent } from '../../build/scheduler.ts';
 import { firnError } from '../../errors.ts';
 import { loadFleet, resolveFleetPath } from '../../fleet/inventory.ts';
-import { parseStorePath } from '../../nix/store-path.ts';
 import { parseCommandArgs, usageError, type CommandHelp } from '../args.ts';
 import type { CommandContext } from '../context.ts';
 
 const help: CommandHelp = {
   usage:
-    'firn build --fleet FILE [-f FILE [-A ATTR]… [--arg NAME EXPR]… [--argstr NAME VALUE]…] [DRV…] [--json]',
+    'firn build --fleet FILE [-f FILE [-A ATTR]… [--arg NAME EXPR]… [--argstr NAME VALUE]…] [DRV… | FLAKE#ATTR…] [--json]',
   description: [
     'Build derivations over the fleet: each once, on a builder of the right system and features,',
     'longest remaining path first, with durations learned from earlier builds. Outputs the cache',
     'already has are not rebuilt; builders substitute their inputs from the cache and push their',
     'outputs to it. Prints the output paths, one a line.',
+    '',
+    'What to build: .drv paths; -f FILE with -A attributes (as nix-build); or flake installables',
+    '(REF#ATTR, e.g. .#packages.aarch64-linux.kernel or',
+    '.#nixosConfigurations.opi01.config.system.build.toplevel), evaluated once by the installed',
+    'nix with flakes enabled (Nix 2.4 or newer).',
   ].join('\n'),
   options: [
     '--fleet FILE           the inventory (default: FIRN_FLEET, then ./firn.toml)',
@@ -39,6 +44,7 @@ const help: CommandHelp = {
   ],
   examples: [
     'firn build --fleet firn.toml -f hosts.nix -A opi01 -A opi02 -A opi03',
+    'firn build --fleet firn.toml .#nixosConfigurations.opi01.config.system.build.toplevel',
     'firn build /nix/store/…-linux-6.1.drv --json',
   ],
 };
@@ -98,30 +104,41 @@ export async function run(ctx: CommandContext): Promise<number> {
   ) {
     throw usageError(help, '-A, --arg and --argstr need -f FILE');
   }
-  for (const word of positionals) {
-    try {
-      if (!parseStorePath(word).name.endsWith('.drv')) throw new Error('not a .drv');
-    } catch {
+  const drvWords = positionals.filter(isDrvPath);
+  const installables = positionals.filter((word) => !isDrvPath(word));
+  for (const word of installables) {
+    if (word.startsWith('/nix/store/') && !word.includes('#')) {
       throw usageError(
         help,
-        `'${word}' is not a derivation path (/nix/store/….drv); use -f FILE for Nix files`,
+        `'${word}' is a store path but not a derivation (/nix/store/….drv); it is already built`,
       );
+    }
+    if (values.file !== undefined) {
+      throw usageError(help, `'${word}' with -f FILE: name attributes with -A, not as words`);
     }
   }
   const fleet = await loadFleet(resolveFleetPath({ flag: values.fleet, env: ctx.env }));
   const token = nonEmpty(ctx.env.FIRN_TOKEN);
   const file = values.file;
   if (file === undefined && positionals.length === 0) {
-    throw usageError(help, 'nothing to build: give -f FILE or DRV paths');
+    throw usageError(
+      help,
+      'nothing to build: give -f FILE, .drv paths or flake installables (REF#ATTR)',
+    );
   }
   // Evaluation runs while the coordinator opens its connections to the builders.
   const drvPaths =
-    file === undefined
-      ? positionals
-      : instantiate(
+    file !== undefined
+      ? instantiate(
           { file, attrs: values.attr ?? [], args: pairs.args, argstrs: pairs.argstrs },
           { storeRoot, env: ctx.env },
-        ).then((paths) => [...positionals, ...paths]);
+        ).then((paths) => [...drvWords, ...paths])
+      : installables.length > 0
+        ? evaluateFlakes(installables, { storeRoot, env: ctx.env }).then((paths) => [
+            ...drvWords,
+            ...paths,
+          ])
+        : drvWords;
   // Awaited by coordinate(); this only keeps a failure before then from being "unhandled".
   if (drvPaths instanceof Promise) drvPaths.catch(() => undefined);
 

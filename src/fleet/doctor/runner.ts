@@ -103,8 +103,13 @@ async function checkHost(fleet: Fleet, host: Host, run: HostRun): Promise<HostRe
   };
 }
 
-/** Every check that applies to this host, all started at once. */
-function hostChecks(
+/**
+ * Every check that applies to this host: `nix-version` first and alone, then the rest at once.
+ * Nix 2.8 on a store nobody has used yet races with itself when several nix commands start
+ * together (creating its profiles symlink: "File exists"; its schema: "database is busy"); the
+ * first command alone sets the store up, as on a fresh board's first `firn doctor`.
+ */
+async function hostChecks(
   fleet: Fleet,
   host: Host,
   session: SshSession,
@@ -112,8 +117,9 @@ function hostChecks(
 ): Promise<CheckResult[]> {
   const plan = planHost(fleet, host);
   const ctx: CheckContext = { fleet, host, plan, session, nixSettings: settingsLoader(session) };
+  const nixVersion = await checkNixVersion(ctx);
   const storeWritable = checkStoreWritable(ctx);
-  const checks: Promise<CheckResult>[] = [checkNixVersion(ctx), storeWritable];
+  const checks: Promise<CheckResult>[] = [Promise.resolve(nixVersion), storeWritable];
   if (host.systems.length > 0) checks.push(checkSystems(ctx));
   if (host.features.length + host.mandatoryFeatures.length > 0) checks.push(checkFeatures(ctx));
   if (plan.builds) checks.push(checkTrustedUser(ctx));
