@@ -68,17 +68,49 @@ async function readNode(drvPath: string, storeRoot: string | undefined): Promise
 }
 
 export function nodeOf(drvPath: string, drv: Derivation): DrvNode {
-  const features = (drv.env.get('requiredSystemFeatures') ?? '').split(/\s+/).filter(Boolean);
+  const structured = structuredAttrs(drv);
+  const features =
+    structured === undefined
+      ? (drv.env.get('requiredSystemFeatures') ?? '').split(/\s+/).filter(Boolean)
+      : stringList(structured.requiredSystemFeatures);
+  const structuredName = structured?.name;
   return {
     drvPath,
     drv,
-    name: drv.env.get('name') ?? parseStorePath(drvPath).name.replace(/\.drv$/, ''),
+    name:
+      drv.env.get('name') ??
+      (typeof structuredName === 'string' ? structuredName : undefined) ??
+      parseStorePath(drvPath).name.replace(/\.drv$/, ''),
     system: drv.system,
     requiredFeatures: [...new Set(features)].sort(),
     outputs: new Map([...drv.outputs].map(([name, output]) => [name, output.path])),
     inputDrvs: drv.inputDrvs,
     inputSrcs: drv.inputSrcs,
   };
+}
+
+/**
+ * A `__structuredAttrs` derivation keeps its attributes as JSON in the `__json` variable
+ * (`requiredSystemFeatures` is a list there, and `name` is not in the plain env); a value that
+ * is not a JSON object reads as none.
+ */
+function structuredAttrs(drv: Derivation): Record<string, unknown> | undefined {
+  const json = drv.env.get('__json');
+  if (json === undefined) return undefined;
+  try {
+    const parsed: unknown = JSON.parse(json);
+    return typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)
+      ? (parsed as Record<string, unknown>)
+      : {};
+  } catch {
+    return {};
+  }
+}
+
+function stringList(value: unknown): string[] {
+  return Array.isArray(value)
+    ? value.filter((item): item is string => typeof item === 'string' && item !== '')
+    : [];
 }
 
 /** drv path → the drv paths that take it as an input, within `within`. */
