@@ -49,6 +49,15 @@ export interface Storage {
  * `firn serve`: no key is made and nothing is repaired (an upload in flight looks like debris).
  */
 export async function openStorage(dataDir: string): Promise<Storage> {
+  await requireCache(dataDir);
+  const blobs = new FsBlobStore(join(dataDir, 'blobs'));
+  await blobs.init();
+  const index = new SqliteIndex(join(dataDir, 'index.sqlite'));
+  return { blobs, index, close: () => index.close() };
+}
+
+/** An error unless `dataDir` holds a cache's index. */
+async function requireCache(dataDir: string): Promise<void> {
   try {
     await stat(join(dataDir, 'index.sqlite'));
   } catch (error) {
@@ -57,16 +66,31 @@ export async function openStorage(dataDir: string): Promise<Storage> {
       hint: 'pass the directory firn serve uses with --data (or FIRN_DATA)',
     });
   }
-  const blobs = new FsBlobStore(join(dataDir, 'blobs'));
-  await blobs.init();
-  const index = new SqliteIndex(join(dataDir, 'index.sqlite'));
-  return { blobs, index, close: () => index.close() };
 }
 
-/** Opens only the index, for commands (tokens) that must not touch blobs or keys. */
-export async function openIndex(dataDir: string): Promise<CacheIndex> {
+export interface OpenedIndex {
+  readonly index: CacheIndex;
+  /** No cache was there: the index was made now (a typo in --data shows up here). */
+  readonly created: boolean;
+}
+
+/**
+ * Opens only the index, for commands (tokens) that must not touch blobs or keys. With `create`
+ * a missing cache gets its index (tokens may be made before the first `firn serve`); without,
+ * a missing cache is an error.
+ */
+export async function openIndex(
+  dataDir: string,
+  options: { readonly create: boolean },
+): Promise<OpenedIndex> {
+  const file = join(dataDir, 'index.sqlite');
+  const existed = await stat(file).then(
+    () => true,
+    () => false,
+  );
+  if (!existed && !options.create) await requireCache(dataDir);
   await mkdir(dataDir, { recursive: true, mode: 0o750 });
-  return new SqliteIndex(join(dataDir, 'index.sqlite'));
+  return { index: new SqliteIndex(file), created: !existed };
 }
 
 export async function openCache(options: CacheOptions): Promise<Cache> {

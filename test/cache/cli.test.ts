@@ -4,7 +4,15 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -48,6 +56,44 @@ function text(buffer: Buffer): string {
 }
 
 describe('firn cache token', () => {
+  test('a --data with no cache: list and revoke refuse it; create says it made a new index', async (t) => {
+    const parent = tempDir(t, 'firn-token-typo-');
+    const typo = join(parent, 'firn-dtaa');
+    for (const args of [['list'], ['revoke', 'builder1']]) {
+      const result = await firn(['cache', 'token', ...args, '--data', typo]);
+      assert.equal(result.code, 66, result.stderr);
+      assert.match(result.stderr, /FIRN_E_FILE_NOT_FOUND/);
+      assert.match(result.stderr, /there is no firn cache in .*firn-dtaa/);
+      assert.equal(existsSync(typo), false, `${args[0] ?? ''} must not create the directory`);
+    }
+    const created = await firn([
+      'cache',
+      'token',
+      'create',
+      '--data',
+      typo,
+      '--name',
+      'early',
+      '--scope',
+      'push',
+    ]);
+    assert.equal(created.code, 0, created.stderr);
+    assert.match(created.stderr, /note: there was no cache in .*firn-dtaa; made its index there/);
+    const again = await firn([
+      'cache',
+      'token',
+      'create',
+      '--data',
+      typo,
+      '--name',
+      'later',
+      '--scope',
+      'push',
+    ]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.doesNotMatch(again.stderr, /note:/);
+  });
+
   test('create prints the token once, as the last line; list never shows it; revoke locks it out', async (t) => {
     const server = await serverFor(t);
     const data = server.dataDir;

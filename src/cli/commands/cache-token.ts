@@ -68,7 +68,13 @@ async function create(ctx: CommandContext): Promise<number> {
       hint: `usage: ${createHelp.usage}`,
     });
   }
-  const index = await openIndex(resolveDataDir(args.values.data, ctx.env));
+  const dataDir = resolveDataDir(args.values.data, ctx.env);
+  const { index, created } = await openIndex(dataDir, { create: true });
+  if (created) {
+    ctx.stderr.write(
+      `note: there was no cache in ${dataDir}; made its index there (\`firn serve --data ${dataDir}\` will use it)\n`,
+    );
+  }
   try {
     const { record, token } = await createToken(index, name, scope);
     if (args.values.json === true) {
@@ -95,7 +101,7 @@ async function list(ctx: CommandContext): Promise<number> {
     { min: 0, max: 0 },
   );
   if (args === undefined) return 0;
-  const index = await openIndex(resolveDataDir(args.values.data, ctx.env));
+  const { index } = await openIndex(resolveDataDir(args.values.data, ctx.env), { create: false });
   try {
     const tokens = await index.listTokens();
     if (args.values.json === true) {
@@ -123,7 +129,7 @@ async function revoke(ctx: CommandContext): Promise<number> {
   const args = parseCommandArgs(ctx, revokeHelp, { data: { type: 'string' } }, { min: 1, max: 1 });
   if (args === undefined) return 0;
   const target = args.positionals[0] ?? '';
-  const index = await openIndex(resolveDataDir(args.values.data, ctx.env));
+  const { index } = await openIndex(resolveDataDir(args.values.data, ctx.env), { create: false });
   try {
     if (!(await index.revokeToken(target))) {
       throw firnError('FIRN_E_TOKEN_UNKNOWN', `no token with id or name '${target}'`, {
