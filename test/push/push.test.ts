@@ -294,3 +294,40 @@ test('paths an upstream cache serves are not pushed', async () => {
   assert.equal(plan?.event === 'plan' ? plan.upstream : -1, 1);
   assert.deepEqual(await cacheMissing(server.url, built.paths), [hashPart(lib)]);
 });
+
+test('two pushes of the same closure at once (two builders, one output): both succeed, each path stored once', async () => {
+  const built = await buildShape(nix, {
+    dir: work,
+    store,
+    salt: randomUUID(),
+    shape: { mids: 12, blobs: 2, blobBytes: 2 * 1024 * 1024, extra: 0 },
+  });
+  await using server = await startTestServer();
+  const token = await tokenFile(server, 'racing');
+  const [first, second] = await Promise.all([
+    firn(pushArgs(server, token, '--json', built.top)),
+    firn(pushArgs(server, token, '--json', built.top)),
+  ]);
+  assert.equal(first.code, 0, first.stderr);
+  assert.equal(second.code, 0, second.stderr);
+  assert.deepEqual(await cacheMissing(server.url, built.paths), []);
+  // Every path is reported stored by at least one of them, and no PUT was refused.
+  const uploaded = new Set(
+    [first, second].flatMap((result) =>
+      events(result.stdout).flatMap((event) => (event.event === 'uploaded' ? [event.path] : [])),
+    ),
+  );
+  assert.deepEqual([...uploaded].sort(), [...built.paths]);
+  const refused = accesses(server.log()).filter(
+    (access) => access.method === 'PUT' && access.status >= 400,
+  );
+  assert.deepEqual(refused, [], 'identical concurrent uploads are no-ops, not conflicts');
+  const stats = (await (await fetch(`${server.url}/api/v1/stats`)).json()) as { paths?: number };
+  assert.equal(stats.paths, built.paths.length, JSON.stringify(stats));
+  await substitute(nix, {
+    store: join(work, 'fresh-race'),
+    url: server.url,
+    key: await server.publicKey(),
+    paths: [built.top],
+  });
+});
