@@ -212,6 +212,11 @@ export const ERRORS = {
     exit: UNAVAILABLE,
     status: 502,
   },
+  FIRN_E_CACHE_TLS: {
+    summary: "The cache's TLS certificate is not trusted",
+    exit: UNAVAILABLE,
+    status: 502,
+  },
   FIRN_E_PUSH_FAILED: {
     summary: 'The cache refused an upload, or some paths were not stored',
     exit: UNAVAILABLE,

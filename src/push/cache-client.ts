@@ -56,6 +56,26 @@ class Transient extends Error {}
 /** Reading the local body failed: retrying would fail again, and it is not the cache's fault. */
 class BodyError extends Error {}
 
+/** The cache's certificate is not trusted: retrying would fail again. */
+class TlsTrustError extends Error {}
+
+/**
+ * Node's codes for a certificate that does not verify (OpenSSL's names, plus the host name
+ * check); a TLS handshake that merely breaks is transient and stays retried.
+ */
+const TLS_TRUST_CODES = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_UNTRUSTED',
+  'CERT_REVOKED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
 export class CacheClient {
   readonly url: string;
   readonly #base: URL;
@@ -186,7 +206,9 @@ export class CacheClient {
       });
       request.on('error', (error: NodeJS.ErrnoException) => {
         if (spec.signal?.aborted === true) fail(spec.signal.reason as Error);
-        else fail(new Transient(error.code ?? error.message));
+        else if (TLS_TRUST_CODES.has(error.code ?? '')) {
+          fail(new TlsTrustError(`${error.code ?? ''}: ${error.message}`));
+        } else fail(new Transient(error.code ?? error.message));
       });
       request.on('response', (response: IncomingMessage) => {
         readAll(response).then(
@@ -214,6 +236,15 @@ export class CacheClient {
       }
     }).catch((error: unknown) => {
       if (error instanceof BodyError) throw firnError('FIRN_E_IO', error.message);
+      if (error instanceof TlsTrustError) {
+        throw firnError(
+          'FIRN_E_CACHE_TLS',
+          `the cache at ${this.url} presented a TLS certificate firn does not trust (${error.message})`,
+          {
+            hint: 'give the cache a certificate from a CA this machine trusts, or point NODE_EXTRA_CA_CERTS at the CA file (PEM) that signed it',
+          },
+        );
+      }
       throw error;
     });
   }

@@ -156,6 +156,7 @@ function isFatal(error: unknown): boolean {
   if (!FirnError.is(error)) return true;
   return (
     error.code === 'FIRN_E_CACHE_UNREACHABLE' ||
+    error.code === 'FIRN_E_CACHE_TLS' ||
     error.code === 'FIRN_E_AUTH_REQUIRED' ||
     error.code === 'FIRN_E_AUTH_FORBIDDEN' ||
     error.code === 'FIRN_E_IO'
