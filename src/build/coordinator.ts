@@ -22,6 +22,7 @@ import {
   type SchedulerEvent,
 } from './scheduler.ts';
 import { sshTarget } from './ssh.ts';
+import { trace } from './trace.ts';
 
 export interface Evaluation {
   readonly file: string;
@@ -43,7 +44,9 @@ export async function instantiate(
     ...evaluation.argstrs.flatMap(([name, value]) => ['--argstr', name, value]),
     ...(options.storeRoot === undefined ? [] : ['--store', options.storeRoot]),
   ];
+  trace('instantiate-start');
   const result = await runChecked('nix-instantiate', args, { env: options.env ?? process.env });
+  trace('instantiate-end');
   const paths = result.stdout
     .toString('utf8')
     .split('\n')
@@ -121,12 +124,15 @@ export interface BuildOutcome {
 }
 
 export async function coordinate(options: CoordinatorOptions): Promise<BuildOutcome> {
+  trace('coordinate-start');
   const { fleet } = options;
   const cacheUrl = fleet.cache?.url;
   const builders = builderSpecs(fleet);
-  const knownHostsDir = mkdtempSync(join(tmpdir(), 'firn-build-'));
+  // Private (mkdtemp makes it 0700): pinned host keys and the ssh control sockets.
+  const sshDir = mkdtempSync(join(tmpdir(), 'firn-build-'));
   const pool = new BuilderPool({
-    targets: new Map(buildersOf(fleet).map((host) => [host.name, sshTarget(host, knownHostsDir)])),
+    targets: new Map(buildersOf(fleet).map((host) => [host.name, sshTarget(host, sshDir)])),
+    controlDir: sshDir,
     pushUrl: cacheUrl,
     storeRoot: options.storeRoot,
     ...(options.env === undefined ? {} : { env: options.env }),
@@ -134,12 +140,16 @@ export async function coordinate(options: CoordinatorOptions): Promise<BuildOutc
   try {
     // ssh handshakes overlap evaluation and the cache check.
     if (options.prewarm !== false) pool.prewarm(builders.map((builder) => builder.name));
-    const graph = await readGraph(await options.drvPaths, { storeRoot: options.storeRoot });
+    trace('prewarm-started');
+    const drvPaths = await options.drvPaths;
+    const graph = await readGraph(drvPaths, { storeRoot: options.storeRoot });
+    trace('graph-read');
     const query =
       options.noCacheCheck === true || cacheUrl === undefined
         ? undefined
         : firnCacheQuery(cacheUrl, { token: options.token });
     const { toBuild, cached } = await pruneCached(graph, query);
+    trace('cache-checked');
     const jobs = jobsFor(graph, toBuild, options.durations);
     pool.useGraph(graph);
     options.onPlan?.(jobs, builders);
@@ -167,9 +177,10 @@ export async function coordinate(options: CoordinatorOptions): Promise<BuildOutc
     const outputs = graph.roots.flatMap((root) =>
       [...(graph.nodes.get(root)?.outputs.values() ?? [])].filter((path) => path !== ''),
     );
+    trace('scheduled');
     return { graph, cached, jobs, result, criticalPath: criticalPath(jobs), outputs };
   } finally {
-    pool.close();
-    rmSync(knownHostsDir, { recursive: true, force: true });
+    await pool.close();
+    rmSync(sshDir, { recursive: true, force: true });
   }
 }

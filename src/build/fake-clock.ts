@@ -48,12 +48,17 @@ export interface FakeRun {
   readonly drvPath: string;
   readonly builder: string;
   readonly start: number;
+  /** When the executor said the outputs were valid (undefined without a push time). */
+  readonly valid: number | undefined;
   readonly end: number;
+  /** Stopped through its abort signal. */
+  readonly aborted: boolean;
 }
 
 /**
- * Builds take `seconds(job) / speedFactor` of fake time; `outcome` may fail or lose some.
- * Records every run and the most jobs each builder ran at once.
+ * Builds take `seconds(job) / speedFactor` of fake time, then `pushSeconds(job)` to push (the
+ * outputs are reported valid in between); `outcome` may fail or lose some. An abort ends a run
+ * at once as cancelled. Records every run and the most builds each builder ran at once.
  */
 export class FakeExecutor implements Executor {
   readonly runs: FakeRun[] = [];
@@ -61,6 +66,7 @@ export class FakeExecutor implements Executor {
   readonly #clock: FakeClock;
   readonly #seconds: (job: JobSpec) => number;
   readonly #outcome: (job: JobSpec, builder: BuilderSpec, attempt: number) => Outcome;
+  readonly #pushSeconds: (job: JobSpec) => number;
   readonly #active = new Map<string, number>();
   readonly #attempts = new Map<string, number>();
 
@@ -70,31 +76,72 @@ export class FakeExecutor implements Executor {
     outcome: (job: JobSpec, builder: BuilderSpec, attempt: number) => Outcome = () => ({
       kind: 'built',
     }),
+    pushSeconds: (job: JobSpec) => number = () => 0,
   ) {
     this.#clock = clock;
     this.#seconds = seconds;
     this.#outcome = outcome;
+    this.#pushSeconds = pushSeconds;
   }
 
-  execute(job: JobSpec, builder: BuilderSpec): Promise<Outcome> {
+  execute(
+    job: JobSpec,
+    builder: BuilderSpec,
+    signal?: AbortSignal,
+    onOutputsValid?: () => void,
+  ): Promise<Outcome> {
     const start = this.#clock.now();
-    const active = (this.#active.get(builder.name) ?? 0) + 1;
-    this.#active.set(builder.name, active);
-    this.peak.set(builder.name, Math.max(active, this.peak.get(builder.name) ?? 0));
+    this.#change(builder.name, 1);
     const attempt = (this.#attempts.get(job.drvPath) ?? 0) + 1;
     this.#attempts.set(job.drvPath, attempt);
     const ms = (this.#seconds(job) * 1000) / builder.speedFactor;
+    const pushMs = this.#pushSeconds(job) * 1000;
     return new Promise((resolve) => {
-      this.#clock.setTimeout(() => {
-        this.#active.set(builder.name, (this.#active.get(builder.name) ?? 1) - 1);
+      let valid: number | undefined;
+      let building = true;
+      let cancelTimer = (): void => undefined;
+      const finish = (aborted: boolean): void => {
+        signal?.removeEventListener('abort', onAbort);
+        if (building) this.#change(builder.name, -1);
+        building = false;
         this.runs.push({
           drvPath: job.drvPath,
           builder: builder.name,
           start,
+          valid,
           end: this.#clock.now(),
+          aborted,
         });
-        resolve(this.#outcome(job, builder, attempt));
+        resolve(
+          aborted
+            ? { kind: 'failed', message: 'cancelled', log: '' }
+            : this.#outcome(job, builder, attempt),
+        );
+      };
+      const onAbort = (): void => {
+        cancelTimer();
+        finish(true);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      cancelTimer = this.#clock.setTimeout(() => {
+        if (pushMs <= 0) {
+          finish(false);
+          return;
+        }
+        valid = this.#clock.now();
+        building = false;
+        this.#change(builder.name, -1);
+        onOutputsValid?.();
+        cancelTimer = this.#clock.setTimeout(() => {
+          finish(false);
+        }, pushMs);
       }, ms);
     });
+  }
+
+  #change(builder: string, by: number): void {
+    const active = (this.#active.get(builder) ?? 0) + by;
+    this.#active.set(builder, active);
+    this.peak.set(builder, Math.max(active, this.peak.get(builder) ?? 0));
   }
 }

@@ -52,6 +52,7 @@ async function simulate(
   jobs: JobSpec[],
   builders: BuilderSpec[],
   outcome?: ConstructorParameters<typeof FakeExecutor>[2],
+  pushSeconds?: (job: JobSpec) => number,
 ): Promise<{
   result: Awaited<ReturnType<typeof schedule>>;
   executor: FakeExecutor;
@@ -63,6 +64,7 @@ async function simulate(
     clock,
     (j) => byPath.get(j.drvPath)?.expectedSeconds ?? 0,
     outcome,
+    pushSeconds,
   );
   const events: SchedulerEvent[] = [];
   const result = await clock.run(
@@ -251,4 +253,103 @@ test('cancelling aborts running builds and ends the schedule', async () => {
   assert.equal(result.cancelled, true);
   assert.deepEqual(aborted.sort(), ['x', 'y']);
   assert.equal(result.built.size, 0);
+});
+
+// ── pipelining: dependents start on the builder that has the inputs while they are pushed ───
+
+function startsOf(executor: FakeExecutor): Map<string, number> {
+  return new Map(executor.runs.map((r) => [r.drvPath, r.start]));
+}
+
+test('pipelining: a dependent starts on the same builder while its input is pushed', async () => {
+  const jobs = [job('config', 2), job('kernel', 2, ['config']), job('modules', 2, ['kernel'])];
+  const { result, executor, events } = await simulate(
+    jobs,
+    [builder('a', { maxJobs: 1 })],
+    undefined,
+    () => 1,
+  );
+  const starts = startsOf(executor);
+  assert.equal(starts.get('kernel'), 2000, 'kernel starts when config is valid, not pushed');
+  assert.equal(starts.get('modules'), 4000);
+  // Three builds of 2 s and the last push: 7 s, not 9 s.
+  assert.equal(result.wallMs, 7000);
+  assert.equal(result.built.size, 3);
+  // Done in order: nothing counts as built before its inputs are.
+  const built = events.filter((e) => e.type === 'built').map((e) => e.drvPath);
+  assert.deepEqual(built, ['config', 'kernel', 'modules']);
+});
+
+test('pipelining: another builder waits until the input is in the cache', async () => {
+  // Only a has "big"; only b can build the dependent (its mandatory feature).
+  const jobs = [
+    job('kernel', 2, [], { requiredFeatures: ['big'] }),
+    job('image', 1, ['kernel'], { requiredFeatures: ['img'] }),
+  ];
+  const { executor } = await simulate(
+    jobs,
+    [builder('a', { features: ['big'] }), builder('b', { mandatoryFeatures: ['img'] })],
+    undefined,
+    () => 1.5,
+  );
+  assert.equal(startsOf(executor).get('image'), 3500, 'image waits for the push of kernel');
+});
+
+test('pipelining: the slot frees when the outputs are valid, not when the push ends', async () => {
+  const jobs = [job('x', 2), job('y', 1)];
+  const { executor, result } = await simulate(
+    jobs,
+    [builder('a', { maxJobs: 1 })],
+    undefined,
+    () => 3,
+  );
+  assert.equal(startsOf(executor).get('y'), 2000);
+  assert.equal(executor.peak.get('a'), 1, 'never two builds at once');
+  assert.equal(result.wallMs, 6000);
+});
+
+test('pipelining: a failed push fails the input and stops what runs on top of it', async () => {
+  const jobs = [job('lib', 1), job('app', 5, ['lib']), job('test', 1, ['app']), job('other', 1)];
+  const { result, executor, events } = await simulate(
+    jobs,
+    [builder('a', { maxJobs: 2 })],
+    (j) =>
+      j.drvPath === 'lib'
+        ? { kind: 'failed', message: 'pushing failed', log: 'HTTP 500' }
+        : { kind: 'built' },
+    () => 2,
+  );
+  assert.deepEqual([...result.failed.keys()], ['lib']);
+  assert.deepEqual(Object.fromEntries(result.skipped), { app: 'lib', test: 'lib' });
+  assert.deepEqual([...result.built.keys()], ['other']);
+  const app = executor.runs.find((r) => r.drvPath === 'app');
+  assert.equal(app?.start, 1000, 'app was pipelined on lib');
+  assert.equal(app.aborted, true, 'and stopped when the push of lib failed');
+  assert.equal(app.end, 3000);
+  assert.ok(!events.some((e) => e.type === 'built' && e.drvPath === 'app'));
+  assert.ok(!executor.runs.some((r) => r.drvPath === 'test'));
+});
+
+test('pipelining: a dependent built before its input is pushed is done only after it', async () => {
+  const jobs = [job('slow-push', 1), job('quick', 1, ['slow-push'])];
+  const { result, events } = await simulate(jobs, [builder('a')], undefined, (j) =>
+    j.drvPath === 'slow-push' ? 5 : 0,
+  );
+  assert.equal(result.built.get('quick')?.endMs, 2000, 'quick itself finished at 2 s');
+  const built = events.filter((e) => e.type === 'built').map((e) => e.drvPath);
+  assert.deepEqual(built, ['slow-push', 'quick']);
+  assert.equal(result.wallMs, 6000);
+});
+
+test('pipelining: a builder lost while pushing requeues the input and its dependent', async () => {
+  const jobs = [job('lib', 1), job('app', 1, ['lib'])];
+  const { result } = await simulate(
+    jobs,
+    [builder('dies', { speedFactor: 2 }), builder('steady')],
+    (j, b) => (b.name === 'dies' ? { kind: 'builder-lost', message: 'gone' } : { kind: 'built' }),
+    () => 1,
+  );
+  assert.equal(result.built.get('lib')?.builder, 'steady');
+  assert.equal(result.built.get('app')?.builder, 'steady');
+  assert.equal(result.failed.size, 0);
 });

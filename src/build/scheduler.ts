@@ -13,6 +13,12 @@
  *   derivation's inputs (it need not substitute them), then the least loaded.
  * - No polling: a finished build frees its slot and the next derivation starts in the same turn
  *   of the event loop. The only timer is a lost builder's backoff.
+ * - Pipelining: a build's slot is freed as soon as its outputs are valid on the builder (the
+ *   executor says so), while it still pushes them to the cache. A dependent whose unfinished
+ *   inputs are all valid on that builder may start there at once; on other builders only once
+ *   they are done. A derivation is done only when its push is confirmed and every input is
+ *   done; an input whose push fails fails, and what was pipelined on top of it is stopped and
+ *   counted as not built.
  * - A failed build stops what depends on it; independent branches go on. A builder that is lost
  *   mid-build (connection gone) gets its job put back in the queue and is left alone for a
  *   backoff that doubles each time; a job is tried on at most `maxAttempts` lost builders.
@@ -45,7 +51,18 @@ export type Outcome =
   | { readonly kind: 'builder-lost'; readonly message: string };
 
 export interface Executor {
-  execute(job: JobSpec, builder: BuilderSpec, signal: AbortSignal): Promise<Outcome>;
+  /**
+   * Runs `job` on `builder`; resolves 'built' once it is done (outputs in the cache). An
+   * executor may call `onOutputsValid` earlier, when the outputs are valid on the builder and
+   * only the push is left: the build's slot is then free, and dependents may start on that
+   * builder (pipelining).
+   */
+  execute(
+    job: JobSpec,
+    builder: BuilderSpec,
+    signal: AbortSignal,
+    onOutputsValid?: () => void,
+  ): Promise<Outcome>;
 }
 
 export interface Clock {
@@ -229,9 +246,19 @@ export function criticalPath(jobs: readonly JobSpec[]): string[] {
 
 interface BuilderState {
   readonly spec: BuilderSpec;
+  /** Builds holding a slot (a build whose outputs are valid there and only pushing holds none). */
   running: number;
   downUntil: number;
   losses: number;
+}
+
+interface Run {
+  readonly job: JobSpec;
+  readonly state: BuilderState;
+  readonly controller: AbortController;
+  readonly startMs: number;
+  /** Holds one of the builder's max-jobs slots: until its outputs are valid there. */
+  slot: boolean;
 }
 
 export function schedule(options: ScheduleOptions): Promise<ScheduleResult> {
@@ -247,6 +274,7 @@ export function schedule(options: ScheduleOptions): Promise<ScheduleResult> {
   for (const job of options.jobs) {
     for (const dep of job.deps) if (jobs.has(dep)) dependents.get(dep)?.push(job.drvPath);
   }
+  /** drv path → its inputs not done yet. */
   const waitingOn = new Map(
     options.jobs.map((job) => [job.drvPath, new Set(job.deps.filter((dep) => jobs.has(dep)))]),
   );
@@ -257,13 +285,18 @@ export function schedule(options: ScheduleOptions): Promise<ScheduleResult> {
     losses: 0,
   }));
   const attempts = new Map<string, number>();
+  /** Every input done: may start on any capable builder. */
   const ready = new Set<string>();
   for (const [path, deps] of waitingOn) if (deps.size === 0) ready.add(path);
 
   const built = new Map<string, BuiltJob>();
   const failed = new Map<string, { builder: string; message: string; log: string }>();
   const skipped = new Map<string, string>();
-  const running = new Map<string, AbortController>();
+  const running = new Map<string, Run>();
+  /** Jobs whose outputs are valid on a builder but not done (pushing, or waiting on inputs). */
+  const validOn = new Map<string, BuilderState>();
+  /** Built before every input was done (pipelined on top of them): done when they are. */
+  const early = new Map<string, BuiltJob>();
   const timers = new Set<() => void>();
   const started = clock.now();
   let cancelled = false;
@@ -291,13 +324,17 @@ export function schedule(options: ScheduleOptions): Promise<ScheduleResult> {
 
     /** Inputs of `job` that `state` built itself: it need not substitute those. */
     const local = (job: JobSpec, state: BuilderState): number =>
-      job.deps.filter((dep) => built.get(dep)?.builder === state.spec.name).length;
+      job.deps.filter(
+        (dep) => (built.get(dep)?.builder ?? validOn.get(dep)?.spec.name) === state.spec.name,
+      ).length;
+
+    const free = (state: BuilderState, now: number): boolean =>
+      state.running < state.spec.maxJobs && state.downUntil <= now;
 
     const pickBuilder = (job: JobSpec, now: number): BuilderState | undefined => {
       let best: BuilderState | undefined;
       for (const state of builders) {
-        if (state.running >= state.spec.maxJobs || state.downUntil > now) continue;
-        if (!canBuild(state.spec, job)) continue;
+        if (!free(state, now) || !canBuild(state.spec, job)) continue;
         if (best === undefined || better(job, state, best)) best = state;
       }
       return best;
@@ -311,16 +348,50 @@ export function schedule(options: ScheduleOptions): Promise<ScheduleResult> {
       return a.running / a.spec.maxJobs < b.running / b.spec.maxJobs;
     };
 
+    const waiting = (path: string): boolean =>
+      !ready.has(path) &&
+      !running.has(path) &&
+      !early.has(path) &&
+      !built.has(path) &&
+      !failed.has(path) &&
+      !skipped.has(path);
+
+    /**
+     * Pipelining: a job whose inputs not yet done all have their outputs valid on one builder
+     * (built there, still pushing) may start on that builder, and only there.
+     */
+    const pipelined = (): Map<string, BuilderState> => {
+      const out = new Map<string, BuilderState>();
+      for (const [input, state] of validOn) {
+        for (const next of dependents.get(input) ?? []) {
+          if (out.has(next) || !waiting(next)) continue;
+          const deps = waitingOn.get(next) ?? new Set<string>();
+          if ([...deps].every((dep) => validOn.get(dep) === state)) out.set(next, state);
+        }
+      }
+      return out;
+    };
+
     const dispatch = (): void => {
       if (cancelled) {
         finishIfDone();
         return;
       }
       const now = clock.now();
-      for (const path of [...ready].sort(order)) {
+      const candidates = new Map<string, BuilderState | undefined>(
+        [...ready].map((path) => [path, undefined]),
+      );
+      for (const [path, state] of pipelined()) candidates.set(path, state);
+      for (const path of [...candidates.keys()].sort(order)) {
         const job = jobs.get(path);
         if (job === undefined) continue;
-        const state = pickBuilder(job, now);
+        const only = candidates.get(path);
+        const state =
+          only === undefined
+            ? pickBuilder(job, now)
+            : free(only, now) && canBuild(only.spec, job)
+              ? only
+              : undefined;
         if (state === undefined) continue;
         ready.delete(path);
         start(job, state);
@@ -330,27 +401,45 @@ export function schedule(options: ScheduleOptions): Promise<ScheduleResult> {
 
     const start = (job: JobSpec, state: BuilderState): void => {
       state.running++;
-      const controller = new AbortController();
-      running.set(job.drvPath, controller);
-      const startMs = clock.now();
+      const run: Run = {
+        job,
+        state,
+        controller: new AbortController(),
+        startMs: clock.now(),
+        slot: true,
+      };
+      running.set(job.drvPath, run);
       emit({
         type: 'start',
         drvPath: job.drvPath,
         name: job.name,
         builder: state.spec.name,
         expectedSeconds: job.expectedSeconds / Math.max(1, state.spec.speedFactor),
-        at: startMs,
+        at: run.startMs,
       });
+      const freeSlot = (): void => {
+        if (!run.slot) return;
+        run.slot = false;
+        state.running--;
+      };
+      const onOutputsValid = (): void => {
+        queueMicrotask(() => {
+          if (running.get(job.drvPath) !== run || !run.slot || cancelled) return;
+          freeSlot();
+          validOn.set(job.drvPath, state);
+          dispatch();
+        });
+      };
       options.executor
-        .execute(job, state.spec, controller.signal)
+        .execute(job, state.spec, run.controller.signal, onOutputsValid)
         .catch((error: unknown): Outcome => ({
           kind: 'builder-lost',
           message: error instanceof Error ? error.message : String(error),
         }))
         .then((outcome) => {
-          state.running--;
+          freeSlot();
           running.delete(job.drvPath);
-          settle(job, state, outcome, startMs);
+          settle(run, outcome);
           dispatch();
         })
         .catch((error: unknown) => {
@@ -361,27 +450,51 @@ export function schedule(options: ScheduleOptions): Promise<ScheduleResult> {
         });
     };
 
-    const settle = (job: JobSpec, state: BuilderState, outcome: Outcome, startMs: number): void => {
-      const endMs = clock.now();
-      const builder = state.spec.name;
-      if (cancelled) return;
-      if (outcome.kind === 'built') {
-        state.losses = 0;
-        built.set(job.drvPath, { builder, startMs, endMs });
+    /** Marks `path` done and, in turn, whatever was built early on top of it. */
+    const complete = (path: string, record: BuiltJob): void => {
+      const stack: [string, BuiltJob][] = [[path, record]];
+      for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
+        const [done, how] = top;
+        built.set(done, how);
+        validOn.delete(done);
+        early.delete(done);
+        const job = jobs.get(done);
         emit({
           type: 'built',
-          drvPath: job.drvPath,
-          name: job.name,
-          builder,
-          seconds: (endMs - startMs) / 1000,
+          drvPath: done,
+          name: job?.name ?? done,
+          builder: how.builder,
+          seconds: (how.endMs - how.startMs) / 1000,
         });
-        for (const next of dependents.get(job.drvPath) ?? []) {
+        for (const next of dependents.get(done) ?? []) {
           const deps = waitingOn.get(next);
-          deps?.delete(job.drvPath);
-          if (deps?.size === 0 && !skipped.has(next)) ready.add(next);
+          deps?.delete(done);
+          if (deps?.size !== 0 || skipped.has(next)) continue;
+          const before = early.get(next);
+          if (before !== undefined) stack.push([next, before]);
+          else if (waiting(next)) ready.add(next);
         }
+      }
+    };
+
+    const settle = (run: Run, outcome: Outcome): void => {
+      const endMs = clock.now();
+      const { job, state } = run;
+      const builder = state.spec.name;
+      // Cancelled, or stopped because an input it was pipelined on failed.
+      if (cancelled || skipped.has(job.drvPath)) return;
+      if (outcome.kind === 'built') {
+        state.losses = 0;
+        const record = { builder, startMs: run.startMs, endMs };
+        if ((waitingOn.get(job.drvPath)?.size ?? 0) > 0) {
+          early.set(job.drvPath, record);
+          validOn.set(job.drvPath, state);
+          return;
+        }
+        complete(job.drvPath, record);
         return;
       }
+      validOn.delete(job.drvPath);
       if (outcome.kind === 'builder-lost') {
         state.losses++;
         const downMs = backoffMs * 2 ** Math.min(state.losses - 1, 4);
@@ -396,7 +509,8 @@ export function schedule(options: ScheduleOptions): Promise<ScheduleResult> {
         attempts.set(job.drvPath, tries);
         if (tries < maxAttempts) {
           emit({ type: 'requeued', drvPath: job.drvPath, builder, message: outcome.message });
-          ready.add(job.drvPath);
+          // Its inputs may be unfinished (it was pipelined): then it waits for them again.
+          if ((waitingOn.get(job.drvPath)?.size ?? 0) === 0) ready.add(job.drvPath);
           return;
         }
       }
@@ -409,6 +523,10 @@ export function schedule(options: ScheduleOptions): Promise<ScheduleResult> {
         if (skipped.has(next)) continue;
         skipped.set(next, job.drvPath);
         ready.delete(next);
+        early.delete(next);
+        validOn.delete(next);
+        // Pipelined on top of the failed one: its result must not count.
+        running.get(next)?.controller.abort();
         emit({
           type: 'skipped',
           drvPath: next,
@@ -421,7 +539,7 @@ export function schedule(options: ScheduleOptions): Promise<ScheduleResult> {
 
     const onAbort = (): void => {
       cancelled = true;
-      for (const controller of running.values()) controller.abort();
+      for (const run of running.values()) run.controller.abort();
       finishIfDone();
     };
     if (options.signal?.aborted === true) onAbort();

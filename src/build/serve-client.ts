@@ -103,6 +103,8 @@ export class ServeConnection {
       readonly label: string;
       /** Aborting kills the child: the open fails, nothing is left running. */
       readonly signal?: AbortSignal;
+      /** Called once the child is gone (also when the open fails): e.g. to free its ssh session. */
+      readonly onClose?: () => void;
     },
   ): Promise<ServeConnection> {
     const [command, ...args] = argv;
@@ -111,6 +113,17 @@ export class ServeConnection {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: options.env ?? process.env,
     });
+    const onClose = options.onClose;
+    if (onClose !== undefined) {
+      let called = false;
+      const once = (): void => {
+        if (called) return;
+        called = true;
+        onClose();
+      };
+      child.once('close', once);
+      child.once('error', once);
+    }
     // Kept for the whole life of the connection: what the peer said last explains a hang-up.
     let recent = '';
     child.stderr.setEncoding('utf8');

@@ -9,6 +9,8 @@ import type { Host } from '../fleet/inventory.ts';
 
 export interface SshTarget {
   readonly name: string;
+  /** `ssh` options, without the destination. */
+  readonly options: readonly string[];
   /** `ssh` arguments up to and including the destination; append `--` and the command. */
   readonly args: readonly string[];
   /** The same options as one NIX_SSHOPTS string (Nix splits it at spaces, without quoting). */
@@ -40,6 +42,7 @@ export function sshTarget(host: Host, knownHostsDir: string): SshTarget {
   const destination = `${host.ssh.user}@${host.address}`;
   return {
     name: host.name,
+    options,
     args: [...options, destination],
     nixSshOpts: options.join(' '),
     destination,

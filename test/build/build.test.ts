@@ -121,6 +121,21 @@ describe('firn build on the test fleet', () => {
     rmSync(work, { recursive: true, force: true });
   });
 
+  /** ssh connections the builders' sshd accepted so far (sessions on a master are not). */
+  const handshakes = (): number =>
+    fleet.hosts
+      .map(
+        (host) =>
+          (readFileSync(host.path('sshd.log'), 'utf8').match(/Accepted publickey/g) ?? []).length,
+      )
+      .reduce((a, b) => a + b, 0);
+  /** ssh control masters of this fleet still running. */
+  const masters = (): number =>
+    spawnSync('pgrep', ['-f', `-F ${fleet.sshConfig} .*ControlMaster=yes`])
+      .stdout.toString('utf8')
+      .split('\n')
+      .filter(Boolean).length;
+
   const build = (expr: string, extra: readonly string[] = [], env: NodeJS.ProcessEnv = {}) => {
     const file = join(work, `${randomUUID()}.nix`);
     writeFileSync(file, expr);
@@ -143,8 +158,13 @@ describe('firn build on the test fleet', () => {
 
   test('the board graph: each derivation once, on a board, every output in the cache', async () => {
     const salt = randomUUID();
+    const handshakesBefore = handshakes();
     const result = await build(boardExpr(salt), ['--json']);
     assert.equal(result.code, 0, result.stderr);
+    // One multiplexed ssh connection per builder carried every session (serve connections,
+    // source copies, pushes), and none is left once firn build has exited.
+    assert.equal(handshakes() - handshakesBefore, 3);
+    assert.equal(masters(), 0);
     const all = events(result.stdout);
     const starts = all.filter((e) => e.event === 'start');
     const built = all.filter((e) => e.event === 'built');
@@ -158,6 +178,13 @@ describe('firn build on the test fleet', () => {
     for (const e of built) assert.ok(BOARDS.includes(e.builder ?? ''), `built on ${e.builder}`);
     // The critical path goes first: config starts before any package.
     assert.equal(starts[0]?.name, 'config');
+    // Pipelining: the kernel starts where config was built as soon as config's output is
+    // valid there, before config's push to the cache is confirmed (config "built").
+    const at = (event: string, name: string): number =>
+      all.findIndex((e) => e.event === event && e.name === name);
+    assert.ok(at('start', 'kernel-6.1') < at('built', 'config'), 'kernel pipelined on config');
+    assert.equal(all[at('start', 'kernel-6.1')]?.builder, all[at('built', 'config')]?.builder);
+    assert.ok(at('built', 'config') < at('built', 'kernel-6.1'), 'done in dependency order');
     const done = all.at(-1) ?? assert.fail('no events');
     assert.equal(done.event, 'done');
     const outputs = done.outputs as string[];
@@ -280,6 +307,54 @@ in { opi01 = system "opi01"; opi02 = system "opi02"; opi03 = system "opi03"; }
     assert.match(stderr, /cancelled/);
     await waitFor(() => sleepers() === 0, 5000);
     assert.equal(sleepers(), 0, 'the remote build was killed');
+    assert.equal(masters(), 0, 'the ssh masters were closed');
+  });
+
+  test('a push that fails fails its derivation and stops what was pipelined on it', async (t) => {
+    // opi01 alone, with a token the cache refuses: its builds succeed, its pushes fail.
+    const only = fleet.writeInventory(join(work, 'only-opi01.toml'), {
+      hosts: {
+        opi01: { systems: ['aarch64-linux'], 'max-jobs': 2 },
+        opi02: false,
+        opi03: false,
+      },
+    });
+    const netrc = fleet.host('opi01').path('conf', 'netrc');
+    const good = readFileSync(netrc, 'utf8');
+    writeFileSync(netrc, `machine ${fleet.gateway} login firn password not-a-token\n`);
+    t.after(() => {
+      writeFileSync(netrc, good);
+    });
+    const salt = randomUUID();
+    const file = join(work, 'push-fails.nix');
+    writeFileSync(
+      file,
+      `let mk = name: script: extra: derivation ({ inherit name; salt = "${salt}";
+             system = "aarch64-linux"; builder = "/bin/sh"; args = [ "-c" script ];
+             PATH = "/bin:/usr/bin"; } // extra);
+           lib = mk "lib" "sleep 0.2; echo lib > $out" {};
+       in { app = mk "app" "sleep 27.1828; echo app > $out" { inherit lib; }; }`,
+    );
+    const result = await firn(
+      ['build', '--fleet', only, '--store', store, '--history', join(work, 'push.sqlite')].concat([
+        '-f',
+        file,
+        '--json',
+      ]),
+      { env: nix.env },
+    );
+    assert.equal(result.code, 1, result.stderr);
+    const all = events(result.stdout);
+    const of = (name: string) => all.filter((e) => e.name === name).map((e) => e.event);
+    assert.deepEqual(of('lib'), ['start', 'failed']);
+    // app started on lib's output before lib's push failed, and was then stopped: not built.
+    assert.deepEqual(of('app'), ['start', 'skipped']);
+    const failure = all.find((e) => e.event === 'failed');
+    assert.match(String(failure?.message), /pushing the outputs to .* failed/);
+    await waitFor(() => appSleepers() === 0, 5000);
+    assert.equal(appSleepers(), 0, "app's remote build was killed");
+    const done = all.at(-1);
+    assert.deepEqual(done?.skipped, [all.find((e) => e.name === 'app')?.drvPath]);
   });
 
   test('a builder killed mid-build: the build completes on the others', async () => {
@@ -336,6 +411,11 @@ in { opi01 = system "opi01"; opi02 = system "opi02"; opi03 = system "opi03"; }
 /** Processes of the cancel test's remote build (the hosts share this machine's PID space). */
 function sleepers(): number {
   const result = spawnSync('pgrep', ['-f', 'sleep 31.4159']);
+  return result.stdout.toString('utf8').trim().split('\n').filter(Boolean).length;
+}
+
+function appSleepers(): number {
+  const result = spawnSync('pgrep', ['-f', 'sleep 27.1828']);
   return result.stdout.toString('utf8').trim().split('\n').filter(Boolean).length;
 }
 
