@@ -232,6 +232,7 @@ async function main(): Promise<void> {
         table(rows),
         '',
         `- upload runs (s): firn ${firnTimes.map((s) => s.toFixed(2)).join(', ')}; nix copy ${nixTimes.map((s) => s.toFixed(2)).join(', ')}`,
+        `- server CPU per path (ms, median): firn push ${((median(cpu.firn.server) * 1e3) / paths).toFixed(2)}, nix copy ${((median(cpu.nix.server) * 1e3) / paths).toFixed(2)}; server CPU per run (s): firn push ${cpu.firn.server.map((s) => s.toFixed(2)).join(', ')}; nix copy ${cpu.nix.server.map((s) => s.toFixed(2)).join(', ')}`,
         `- hook latency: median ${hookMedian.toFixed(1)} ms, p90 ${p90.toFixed(1)} ms; \`node -e 0\` ${nodeMedian.toFixed(1)} ms; \`firn --version\` ${median(latency.version).toFixed(1)} ms`,
         ...machineFacts(),
         '',

@@ -208,6 +208,8 @@ async function main(): Promise<void> {
     // 1. Uploads, alternating which goes first so neither always meets a warmer page cache.
     const uploadFirn: number[] = [];
     const uploadFile: number[] = [];
+    /** Server CPU seconds of each upload to firn. */
+    const uploadFirnCpu: number[] = [];
     let fileCache = '';
     let firnData = '';
     for (let rep = 0; rep < REPS; rep++) {
@@ -220,7 +222,9 @@ async function main(): Promise<void> {
       };
       const toFirn = async (): Promise<void> => {
         const to = `${server.url}?compression=zstd`;
+        const cpuBefore = cpuSeconds(server.pid);
         uploadFirn.push(await nixCopy(run, closure.store, to, closure.root));
+        uploadFirnCpu.push(cpuSeconds(server.pid) - cpuBefore);
       };
       if (rep % 2 === 0) {
         await toFirn();
@@ -230,7 +234,7 @@ async function main(): Promise<void> {
         await toFirn();
       }
       note(
-        `upload ${rep + 1}/${REPS}: firn ${uploadFirn.at(-1)?.toFixed(2)} s, file:// ${uploadFile.at(-1)?.toFixed(2)} s`,
+        `upload ${rep + 1}/${REPS}: firn ${uploadFirn.at(-1)?.toFixed(2)} s (server CPU ${uploadFirnCpu.at(-1)?.toFixed(2)} s), file:// ${uploadFile.at(-1)?.toFixed(2)} s`,
       );
       if (rep < REPS - 1) {
         await server.stop();
@@ -240,6 +244,12 @@ async function main(): Promise<void> {
     }
     if (live === undefined) throw new Error('no upload ran');
     const warnServer = live;
+    // VmHWM only grows: read after each phase, it shows which phase set the peak.
+    const phasePeaks: string[] = [];
+    const phasePeak = (phase: string): void => {
+      phasePeaks.push(`${phase} ${(warnServer.peakKb() / 1024).toFixed(0)}`);
+    };
+    phasePeak('after uploads');
 
     // 2. narinfo GETs over the same hash parts on both servers.
     nginx = await startNginx(fileCache, join(dir, 'nginx'));
@@ -269,6 +279,7 @@ async function main(): Promise<void> {
     const firnDownload = median(downloadFirn.map((d) => d.mbPerSecond));
     const nginxDownload = median(downloadNginx.map((d) => d.mbPerSecond));
     note(`downloads: firn ${firnDownload.toFixed(0)} MB/s, nginx ${nginxDownload.toFixed(0)} MB/s`);
+    phasePeak('narinfo GETs and downloads');
     const downloadedGb = (DOWNLOAD_REPS * DOWNLOADS * largeNarBytes) / 1e9;
     const cpuPerGb = (downloads: readonly Download[]): string =>
       (downloads.reduce((sum, d) => sum + d.cpuSeconds, 0) / downloadedGb).toFixed(2);
@@ -288,6 +299,7 @@ async function main(): Promise<void> {
       closure.huge,
     );
     rmSync(hugeFile, { recursive: true, force: true });
+    phasePeak('huge upload');
     const hugeNar = narUrlOf(
       await fetchText(`${warnServer.url}/${hashPart(closure.huge)}.narinfo`),
     );
@@ -308,6 +320,7 @@ async function main(): Promise<void> {
     note(
       `huge path: upload ${hugeUpload.toFixed(1)} s (file:// ${hugeUploadFile.toFixed(1)} s), download ${hugeDownloadSeconds.toFixed(1)} s`,
     );
+    phasePeak('huge download');
     const warnPeakKb = warnServer.peakKb();
     await warnServer.stop();
     live = undefined;
@@ -385,9 +398,9 @@ async function main(): Promise<void> {
       'Details:',
       `- narinfo, server CPU per request (µs): nginx ${narinfoNginx.cpuUsPerRequest.toFixed(0)} (all workers), firn warn ${narinfoWarn.cpuUsPerRequest.toFixed(0)}, firn info ${narinfoInfo.cpuUsPerRequest.toFixed(0)}; p50 (ms): nginx ${narinfoNginx.p50Ms.toFixed(2)}, firn warn ${narinfoWarn.p50Ms.toFixed(2)}, firn info ${narinfoInfo.p50Ms.toFixed(2)}; ${urls.length} distinct narinfos; access log written: ${(accessLogBytes / MiB).toFixed(1)} MiB`,
       `- downloads (MB/s), firn: ${downloadFirn.map((d) => d.mbPerSecond.toFixed(0)).join(', ')}; nginx: ${downloadNginx.map((d) => d.mbPerSecond.toFixed(0)).join(', ')}; server CPU per GB sent: firn ${cpuPerGb(downloadFirn)} s, nginx ${cpuPerGb(downloadNginx)} s`,
-      `- uploads (s), firn: ${seconds(uploadFirn)}; file://: ${seconds(uploadFile)}`,
+      `- uploads (s), firn: ${seconds(uploadFirn)}; file://: ${seconds(uploadFile)}; firn server CPU per upload (s): ${seconds(uploadFirnCpu)}, median ${((median(uploadFirnCpu) * 1e3) / closure.paths.length).toFixed(2)} ms per path`,
       `- huge path (${(hugeNarBytes / MiB).toFixed(0)} MiB NAR): nix copy to firn ${hugeUpload.toFixed(1)} s, to file:// ${hugeUploadFile.toFixed(1)} s (${ratio(hugeUpload, hugeUploadFile)}); one curl download from firn ${hugeDownloadSeconds.toFixed(1)} s (${(hugeNarBytes / hugeDownloadSeconds / 1e6).toFixed(0)} MB/s); peak RSS of that server ${(warnPeakKb / 1024).toFixed(0)} MB`,
-      `- peak RSS per firn process in start order (MB): ${run.servers.map((server) => (server.peakKb() / 1024).toFixed(0)).join(', ')}`,
+      `- peak RSS per firn process in start order (MB): ${run.servers.map((server) => (server.peakKb() / 1024).toFixed(0)).join(', ')}; of the warn server as it grew (MB): ${phasePeaks.join(', ')}`,
       `- wrk: ${WRK_THREADS} threads, ${CONNECTIONS} connections, ${WRK_SECONDS} s after a 2 s warm-up, on the same machine as the servers; nginx: worker_processes auto, sendfile on, access_log off; firn: bin/firn serve, one process`,
       '',
       'Command:',

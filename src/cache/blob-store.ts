@@ -22,11 +22,22 @@ export interface ByteRange {
   readonly end: number;
 }
 
+/**
+ * A blob opened for reading at offsets into buffers the caller owns, so a server can send many
+ * GiB through a few reused buffers instead of a stream that allocates one per chunk.
+ */
+export interface BlobFile extends BlobInfo {
+  /** Reads up to `length` bytes at `position` into `buffer`; 0 at the end of the blob. */
+  read(buffer: Buffer, length: number, position: number): Promise<number>;
+  close(): Promise<void>;
+}
+
 export interface PutOptions {
   readonly signal?: AbortSignal;
   /**
-   * Runs once every byte is durably written but before the blob becomes visible. Throwing here
-   * discards the upload: this is where a caller checks hashes it computed while streaming.
+   * Runs once every byte is written (a store may make them durable meanwhile) and before the
+   * blob becomes visible, which waits for both. Throwing here discards the upload: this is where
+   * a caller checks hashes it computed while streaming.
    */
   readonly beforeCommit?: (info: BlobInfo) => Promise<void>;
   /** Replace an existing blob of that key (default: keep the existing one and report it). */
@@ -44,6 +55,8 @@ export interface BlobStore {
     key: string,
     options?: { readonly range?: ByteRange; readonly signal?: AbortSignal },
   ): Promise<BlobBody | undefined>;
+  /** Optional: the blob as a {@link BlobFile}, for stores that hold real files. */
+  openFile?(key: string): Promise<BlobFile | undefined>;
   /** Streams `source` into the store atomically: either the whole blob becomes visible or nothing. */
   put(
     key: string,

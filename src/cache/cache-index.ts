@@ -66,7 +66,8 @@ export interface CacheIndex {
   /** The hash parts among `hashParts` that the cache does not hold. */
   missing(hashParts: readonly string[]): Promise<string[]>;
   getNar(key: string): Promise<NarRecord | undefined>;
-  putNar(record: NarRecord): Promise<void>;
+  /** Records a verified NAR; false (and the first record kept) if its key was already there. */
+  putNar(record: NarRecord): Promise<boolean>;
   /** Adds a path atomically with its references. Returns false if the hash part already exists. */
   /** `requiredReferences` (hash parts) must exist at commit, else FIRN_E_UPLOAD_REFERENCE_MISSING. */
   addPath(record: PathRecord, requiredReferences?: readonly string[]): Promise<boolean>;

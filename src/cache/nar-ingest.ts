@@ -4,6 +4,7 @@
  * only if its sha256 equals the hash in its file name; the NAR facts are recorded in the index
  * so that a later narinfo can be checked against them without reading the blob again.
  */
+import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { firnError } from '../errors.ts';
 import { formatHash } from '../nix/hash.ts';
@@ -11,7 +12,7 @@ import { decodeNix32, nix32Length } from '../nix/nix-base32.ts';
 import type { BlobStore } from './blob-store.ts';
 import type { CacheIndex, NarRecord } from './cache-index.ts';
 import { splitNarFileName, type Compression } from './compression.ts';
-import { NarDigest, type NarFacts } from './nar-digest.ts';
+import { NarDigest, narTooLarge, type NarFacts } from './nar-digest.ts';
 
 export interface NarIngestDeps {
   readonly blobs: BlobStore;
@@ -60,30 +61,28 @@ export function parseNarFileName(fileName: string): {
 
 export async function ingestNar(deps: NarIngestDeps, upload: NarUpload): Promise<NarIngestResult> {
   const { fileHash, compression, key } = parseNarFileName(upload.fileName);
-  const digest = new NarDigest(
-    compression,
-    upload.maxBytes ?? Number.MAX_SAFE_INTEGER,
-    upload.sizeHint,
-  );
+  const maxBytes = upload.maxBytes ?? Number.MAX_SAFE_INTEGER;
+  const stored = await deps.index.getNar(key);
+  // One stat makes sure the row's blob is really there (gc may be removing both).
+  if (stored !== undefined && (await deps.blobs.head(key)) !== undefined) {
+    // Stored and verified before: bytes that hash to its name are the same bytes, so they are
+    // only hashed (the name is the contract), not decompressed, parsed or written again.
+    const sent = await hashBody(upload.body, maxBytes);
+    if (!sent.equals(fileHash)) throw hashMismatch(upload.fileName, sent);
+    return { record: stored, created: false };
+  }
+  const digest = new NarDigest(compression, maxBytes, upload.sizeHint);
   let facts: NarFacts | undefined;
-  const put = await deps.blobs.put(key, digest.through(upload.body), {
+  await deps.blobs.put(key, digest.through(upload.body), {
     ...(upload.signal === undefined ? {} : { signal: upload.signal }),
+    // Same name, same bytes: a blob another upload put there meanwhile is simply replaced.
+    overwrite: true,
     beforeCommit: async () => {
       facts = await digest.result();
-      if (!digest.fileHash.equals(fileHash)) {
-        throw firnError(
-          'FIRN_E_UPLOAD_HASH_MISMATCH',
-          `NAR upload ${upload.fileName} hashes to ${formatHash({ algorithm: 'sha256', digest: digest.fileHash })}, not to the hash in its name`,
-          {
-            hint: 'the upload was corrupted in transit, or the client named the file wrongly; upload it again',
-          },
-        );
-      }
+      if (!digest.fileHash.equals(fileHash)) throw hashMismatch(upload.fileName, digest.fileHash);
     },
   });
   if (facts === undefined) throw new Error('NAR digest finished without facts');
-  const existing = await deps.index.getNar(key);
-  if (existing !== undefined) return { record: existing, created: false };
   const record: NarRecord = {
     key,
     compression,
@@ -93,6 +92,30 @@ export async function ingestNar(deps: NarIngestDeps, upload: NarUpload): Promise
     narSize: facts.narSize,
     createdAt: Date.now(),
   };
-  await deps.index.putNar(record);
-  return { record, created: put.created };
+  if (await deps.index.putNar(record)) return { record, created: true };
+  // Another upload of the same NAR committed first; its record is the one kept.
+  const first = await deps.index.getNar(key);
+  if (first === undefined) throw new Error(`NAR ${key} vanished during commit`);
+  return { record: first, created: false };
+}
+
+async function hashBody(body: Readable | AsyncIterable<Buffer>, maxBytes: number): Promise<Buffer> {
+  const hasher = createHash('sha256');
+  let size = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > maxBytes) throw narTooLarge(maxBytes);
+    hasher.update(chunk);
+  }
+  return hasher.digest();
+}
+
+function hashMismatch(fileName: string, digest: Buffer): Error {
+  return firnError(
+    'FIRN_E_UPLOAD_HASH_MISMATCH',
+    `NAR upload ${fileName} hashes to ${formatHash({ algorithm: 'sha256', digest })}, not to the hash in its name`,
+    {
+      hint: 'the upload was corrupted in transit, or the client named the file wrongly; upload it again',
+    },
+  );
 }

@@ -5,7 +5,7 @@
  * so anything the cache serves can be substituted as a whole closure. Then the narinfo is signed
  * with the cache's key and committed with its references in one transaction.
  */
-import { firnError } from '../errors.ts';
+import { FirnError, firnError } from '../errors.ts';
 import { formatHash, hashesEqual, parseHash } from '../nix/hash.ts';
 import { parseNarInfo, serializeNarInfo, type NarInfo } from '../nix/narinfo.ts';
 import { withSignature, type SecretKey } from '../nix/signing.ts';
@@ -48,11 +48,8 @@ export async function ingestNarInfo(
   const nar = await findNar(deps.index, info);
   checkAgainstNar(info, nar);
   const references = referenceHashParts(info, deps.storeDir);
-  const existing = await deps.index.getPath(storePath.hashPart);
-  if (existing !== undefined) return sameOrConflict(existing, info, references);
-  if (deps.requireReferences)
-    await checkReferencesPresent(deps.index, info, references, storePath.hashPart);
-
+  // Whether the path is already there and whether its references are is asked once, in the
+  // index's commit: a second set of look-ups before it would cost as much as the commit itself.
   const served: NarInfo = withSignature(
     {
       ...info,
@@ -80,12 +77,23 @@ export async function ingestNarInfo(
   const required = deps.requireReferences
     ? references.filter((hashPart) => hashPart !== storePath.hashPart)
     : [];
-  if (await deps.index.addPath(record, required))
-    return { created: true, storePath: info.storePath };
-  // Another upload of the same path committed between our check and our insert.
-  const winner = await deps.index.getPath(storePath.hashPart);
-  if (winner === undefined) throw new Error(`path ${info.storePath} vanished during commit`);
-  return sameOrConflict(winner, info, references);
+  let added: boolean;
+  try {
+    added = await deps.index.addPath(record, required);
+  } catch (error) {
+    if (FirnError.is(error) && error.code === 'FIRN_E_UPLOAD_REFERENCE_MISSING')
+      throw referencesMissing(info, missingOf(error));
+    throw error;
+  }
+  if (added) return { created: true, storePath: info.storePath };
+  const existing = await deps.index.getPath(storePath.hashPart);
+  if (existing === undefined) throw new Error(`path ${info.storePath} vanished during commit`);
+  return sameOrConflict(existing, info, references);
+}
+
+function missingOf(error: FirnError): string[] {
+  const missing = error.details?.missing;
+  return Array.isArray(missing) ? missing.filter((item) => typeof item === 'string') : [];
 }
 
 async function findNar(index: CacheIndex, info: NarInfo): Promise<NarRecord> {
@@ -140,18 +148,11 @@ function referenceHashParts(info: NarInfo, storeDir: string): string[] {
   ].sort();
 }
 
-async function checkReferencesPresent(
-  index: CacheIndex,
-  info: NarInfo,
-  references: readonly string[],
-  self: string,
-): Promise<void> {
-  const missing = await index.missing(references.filter((hashPart) => hashPart !== self));
-  if (missing.length === 0) return;
+function referencesMissing(info: NarInfo, missing: readonly string[]): Error {
   const names = info.references.filter((ref) =>
     missing.some((hashPart) => ref.startsWith(hashPart)),
   );
-  throw firnError(
+  return firnError(
     'FIRN_E_UPLOAD_REFERENCE_MISSING',
     `refusing ${info.storePath}: the cache lacks ${missing.length} of its references (${names.slice(0, 5).join(', ')}${names.length > 5 ? ', …' : ''}), so clients could not substitute its closure`,
     {

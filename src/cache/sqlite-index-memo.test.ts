@@ -107,3 +107,28 @@ test('a miss is not remembered: a path added later is found', async () => {
   await gc.addPath(path(HASH_A, 'nar/n1.nar.zst', 'a\n'));
   assert.equal(await server.getNarInfo(HASH_A), 'a\n');
 });
+
+test('a token another connection revokes is refused after that turn; our own revoke at once', async () => {
+  for (const [id, name] of [
+    ['t1', 'one'],
+    ['t2', 'two'],
+  ] as const) {
+    await gc.createToken({ id, name, scope: 'push', secretHash: `hash-${id}`, createdAt: 1 });
+  }
+  assert.equal((await server.findToken('hash-t1'))?.name, 'one');
+  assert.equal((await server.findToken('hash-t2'))?.name, 'two');
+  assert.equal(await gc.revokeToken('one'), true);
+  await nextTurn();
+  assert.equal(await server.findToken('hash-t1'), undefined);
+  assert.equal(await server.revokeToken('two'), true);
+  assert.equal(await server.findToken('hash-t2'), undefined, 'same turn');
+});
+
+test('a NAR record is read back from memory until another connection deletes it', async () => {
+  assert.equal(await server.putNar(nar('n1')), true);
+  assert.equal(await server.putNar({ ...nar('n1'), fileSize: 999 }), false, 'first record kept');
+  assert.equal((await server.getNar('nar/n1.nar.zst'))?.fileSize, 100);
+  await gc.deleteNar('nar/n1.nar.zst');
+  await nextTurn();
+  assert.equal(await server.getNar('nar/n1.nar.zst'), undefined);
+});

@@ -197,6 +197,27 @@ describe('deleting', () => {
     assert.equal(await index.addPath(path(HASH_B, 'nar/n1.nar.zst', [HASH_A]), [HASH_A]), true);
   });
 
+  test('of concurrent writes, a refused one takes only itself back', async () => {
+    const [n1, n2, a, refused, b] = await Promise.allSettled([
+      index.putNar(nar('n1')),
+      index.putNar(nar('n2')),
+      index.addPath(path(HASH_A, 'nar/n1.nar.zst')),
+      index.addPath(path(HASH_C, 'nar/n2.nar.zst', [HASH_B]), [HASH_B]),
+      index.addPath(path(HASH_B, 'nar/n2.nar.zst', [HASH_A]), [HASH_A]),
+    ]);
+    assert.deepEqual(
+      [n1, n2, a, b].map((result) => result.status === 'fulfilled' && result.value),
+      [true, true, true, true],
+    );
+    assert.equal(refused.status, 'rejected');
+    assert.ok(
+      FirnError.is(refused.reason) && refused.reason.code === 'FIRN_E_UPLOAD_REFERENCE_MISSING',
+    );
+    assert.deepEqual(await index.missing([HASH_A, HASH_B, HASH_C]), [HASH_C]);
+    assert.deepEqual(await index.referencesOf(HASH_B), [HASH_A]);
+    assert.equal((await index.getNar('nar/n2.nar.zst'))?.fileSize, 100);
+  });
+
   test('listUnusedNars lists NARs without paths created before the cut-off', async () => {
     await index.putNar(nar('old', 1, 1000));
     await index.putNar(nar('new', 1, 3000));

@@ -89,6 +89,10 @@ interface TokenRow {
 
 /** Narinfos kept in memory (about 1 KiB each); the oldest goes first when it is full. */
 const NARINFO_MEMO_SIZE = 4096;
+/** Recently recorded NARs kept in memory (about 300 bytes each). */
+const NAR_MEMO_SIZE = 1024;
+/** Tokens kept in memory; a fleet has a handful. */
+const TOKEN_MEMO_SIZE = 256;
 
 export class SqliteIndex implements CacheIndex {
   readonly #db: DatabaseSync;
@@ -102,6 +106,17 @@ export class SqliteIndex implements CacheIndex {
    * at the first lookup of each event-loop turn, before any request of that turn is answered.
    */
   readonly #narinfos = new Map<string, string>();
+  /**
+   * Tokens by secret hash, with when their use was last recorded: every upload request presents
+   * one. Revocation by another process (`firn cache token revoke`) changes data_version, which
+   * empties this like the narinfo memo; our own create and revoke empty it too.
+   */
+  readonly #tokens = new Map<string, { record: TokenRecord; usedAt: number }>();
+  /**
+   * NARs recorded by this process lately: the narinfo PUT that follows a NAR PUT reads its
+   * record back. Rows never change while they exist; deletes empty this like the memos above.
+   */
+  readonly #nars = new Map<string, NarRecord>();
   #dataVersion = -1;
   #checkedThisTurn = false;
 
@@ -127,6 +142,9 @@ export class SqliteIndex implements CacheIndex {
     }
     const db = this.#db;
     this.#statements = {
+      begin: db.prepare('BEGIN IMMEDIATE'),
+      commit: db.prepare('COMMIT'),
+      rollback: db.prepare('ROLLBACK'),
       narinfo: db.prepare('SELECT narinfo FROM paths WHERE hash_part = ?'),
       dataVersion: db.prepare('PRAGMA data_version'),
       path: db.prepare('SELECT * FROM paths WHERE hash_part = ?'),
@@ -183,19 +201,19 @@ export class SqliteIndex implements CacheIndex {
   }
 
   #transaction<T>(fn: () => T): T {
-    this.#db.exec('BEGIN IMMEDIATE');
+    this.#stmt('begin').run();
     try {
       const result = fn();
-      this.#db.exec('COMMIT');
+      this.#stmt('commit').run();
       return result;
     } catch (error) {
-      this.#db.exec('ROLLBACK');
+      this.#stmt('rollback').run();
       throw error;
     }
   }
 
   getNarInfo(hashPart: string): Promise<string | undefined> {
-    this.#revalidateNarinfos();
+    this.#revalidateMemos();
     const known = this.#narinfos.get(hashPart);
     if (known !== undefined) return Promise.resolve(known);
     const row = this.#stmt('narinfo').get(hashPart) as { narinfo: string } | undefined;
@@ -209,7 +227,7 @@ export class SqliteIndex implements CacheIndex {
     return Promise.resolve(row?.narinfo);
   }
 
-  #revalidateNarinfos(): void {
+  #revalidateMemos(): void {
     if (this.#checkedThisTurn) return;
     this.#checkedThisTurn = true;
     setImmediate(() => {
@@ -218,6 +236,8 @@ export class SqliteIndex implements CacheIndex {
     const { data_version: version } = this.#stmt('dataVersion').get() as { data_version: number };
     if (version !== this.#dataVersion) {
       this.#narinfos.clear();
+      this.#tokens.clear();
+      this.#nars.clear();
       this.#dataVersion = version;
     }
   }
@@ -249,12 +269,15 @@ export class SqliteIndex implements CacheIndex {
   }
 
   getNar(key: string): Promise<NarRecord | undefined> {
+    this.#revalidateMemos();
+    const known = this.#nars.get(key);
+    if (known !== undefined) return Promise.resolve(known);
     const row = this.#stmt('nar').get(key) as NarRow | undefined;
     return Promise.resolve(row === undefined ? undefined : narFromRow(row));
   }
 
-  putNar(record: NarRecord): Promise<void> {
-    this.#stmt('putNar').run(
+  putNar(record: NarRecord): Promise<boolean> {
+    const { changes } = this.#stmt('putNar').run(
       record.key,
       record.compression,
       record.fileHash,
@@ -263,25 +286,21 @@ export class SqliteIndex implements CacheIndex {
       record.narSize,
       record.createdAt,
     );
-    return Promise.resolve();
+    if (changes === 0) return Promise.resolve(false);
+    if (this.#nars.size >= NAR_MEMO_SIZE) this.#nars.clear();
+    this.#nars.set(record.key, record);
+    return Promise.resolve(true);
   }
 
   addPath(record: PathRecord, requiredReferences: readonly string[] = []): Promise<boolean> {
-    const added = this.#transaction(() => {
-      // Checked again inside the transaction: gc may have evicted a reference since the caller looked.
-      const missing = requiredReferences.filter(
-        (hashPart) => this.#stmt('hasPath').get(hashPart) === undefined,
-      );
-      if (missing.length > 0) {
-        throw firnError(
-          'FIRN_E_UPLOAD_REFERENCE_MISSING',
-          `refusing ${record.storePath}: references left the cache meanwhile (${missing.join(', ')})`,
-          {
-            hint: 'upload the missing references again, then this path',
-            details: { missing },
-          },
-        );
-      }
+    // A refusal thrown in the executor rejects the promise instead of throwing at the caller.
+    return new Promise((resolve) => {
+      resolve(this.#addPath(record, requiredReferences));
+    });
+  }
+
+  #addPath(record: PathRecord, requiredReferences: readonly string[]): boolean {
+    return this.#transaction(() => {
       const result = this.#stmt('addPath').run(
         record.hashPart,
         record.storePath,
@@ -295,12 +314,26 @@ export class SqliteIndex implements CacheIndex {
         record.uploadedBy ?? null,
         record.uploadedAt,
       );
+      // Already there: the caller compares; whether its references are still there is moot.
       if (result.changes === 0) return false;
+      // Checked inside the transaction (the insert rolls back): gc may have evicted a reference.
+      const missing = requiredReferences.filter(
+        (hashPart) => this.#stmt('hasPath').get(hashPart) === undefined,
+      );
+      if (missing.length > 0) {
+        throw firnError(
+          'FIRN_E_UPLOAD_REFERENCE_MISSING',
+          `refusing ${record.storePath}: the cache lacks ${missing.length} of its references (${missing.join(', ')})`,
+          {
+            hint: 'upload the missing references first, then this path',
+            details: { missing },
+          },
+        );
+      }
       for (const reference of record.references)
         this.#stmt('addRef').run(record.hashPart, reference);
       return true;
     });
-    return Promise.resolve(added);
   }
 
   touch(hashPart: string, at: number): void {
@@ -357,6 +390,7 @@ export class SqliteIndex implements CacheIndex {
 
   deletePaths(hashParts: readonly string[]): Promise<string[]> {
     this.#narinfos.clear();
+    this.#nars.clear();
     const orphaned = this.#transaction(() => {
       // A path uploaded since gc made its plan may reference one of these: that one stays, and
       // so do the paths it references in turn.
@@ -389,6 +423,7 @@ export class SqliteIndex implements CacheIndex {
 
   deleteNar(key: string): Promise<void> {
     this.#narinfos.clear();
+    this.#nars.clear();
     this.#transaction(() => {
       for (const row of this.#db
         .prepare('SELECT hash_part FROM paths WHERE nar_key = ?')
@@ -444,12 +479,21 @@ export class SqliteIndex implements CacheIndex {
   }
 
   findToken(secretHash: string): Promise<TokenRecord | undefined> {
-    const row = this.#stmt('findToken').get(secretHash) as TokenRow | undefined;
-    if (row === undefined) return Promise.resolve(undefined);
+    this.#revalidateMemos();
     const now = Date.now();
+    const known = this.#tokens.get(secretHash);
     // Record use at most once a minute per token: a write per request would serialise reads.
+    if (known !== undefined && known.usedAt > now - 60_000) return Promise.resolve(known.record);
+    const row = this.#stmt('findToken').get(secretHash) as TokenRow | undefined;
+    if (row === undefined) {
+      this.#tokens.delete(secretHash);
+      return Promise.resolve(undefined);
+    }
     this.#stmt('tokenUsed').run(now, row.id, now - 60_000);
-    return Promise.resolve(tokenFromRow(row));
+    const record = tokenFromRow(row);
+    if (this.#tokens.size >= TOKEN_MEMO_SIZE) this.#tokens.clear();
+    this.#tokens.set(secretHash, { record, usedAt: now });
+    return Promise.resolve(record);
   }
 
   listTokens(): Promise<TokenRecord[]> {
@@ -459,6 +503,7 @@ export class SqliteIndex implements CacheIndex {
   }
 
   revokeToken(idOrName: string): Promise<boolean> {
+    this.#tokens.clear();
     return Promise.resolve(this.#stmt('revokeToken').run(idOrName, idOrName).changes > 0);
   }
 

@@ -11,7 +11,7 @@ import Fastify, {
   type FastifyReply,
   type FastifyRequest,
 } from 'fastify';
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES, createServer } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { Cache } from '../cache/cache.ts';
@@ -20,6 +20,7 @@ import { FirnError } from '../errors.ts';
 import { requestToken } from './auth.ts';
 import type { ServerContext } from './context.ts';
 import { createMetrics } from './metrics.ts';
+import { withNarinfoFastPath } from './narinfo-fast-path.ts';
 import { registerCacheInfo } from './routes/cache-info.ts';
 import { registerExtras } from './routes/extras.ts';
 import { registerNar } from './routes/nar.ts';
@@ -33,17 +34,43 @@ export interface AppOptions {
 }
 
 const TOUCH_FLUSH_MS = 10_000;
+const KEEP_ALIVE_MS = 65_000;
 
 export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   const logger: FastifyBaseLogger = options.logger;
+  const ctx: ServerContext = {
+    cache: options.cache,
+    config: options.config,
+    metrics: createMetrics(options.cache.index),
+    auth: { index: options.cache.index, privateReads: options.config.private },
+    logger: options.logger,
+    startedAt: Date.now(),
+  };
+  let requestCount = 0;
+  // fastify's own format (req-1, req-2, …), one counter for both paths.
+  const nextRequestId = (): string => {
+    requestCount = (requestCount + 1) & 0x7fffffff;
+    return `req-${requestCount.toString(36)}`;
+  };
+  let closing = false;
   const app: FastifyInstance = Fastify({
     loggerInstance: logger,
     // Our own onResponse hook writes one access line per request instead.
     logController: new LogController({ disableRequestLogging: true }),
-    // Multi-GiB NARs stream for minutes; node's 300 s default would cut them off.
-    requestTimeout: 0,
-    connectionTimeout: 0,
-    keepAliveTimeout: 65_000,
+    genReqId: nextRequestId,
+    // narinfo GET/HEAD, the hottest request, is answered before fastify sees it; the rest
+    // (and every narinfo the fast path declines) goes on to fastify's handler.
+    serverFactory: (handler) => {
+      const server = createServer(
+        withNarinfoFastPath({ ctx, nextRequestId, closing: () => closing }, handler),
+      );
+      server.keepAliveTimeout = KEEP_ALIVE_MS;
+      // Multi-GiB NARs stream for minutes; node's 300 s default would cut them off.
+      server.requestTimeout = 0;
+      server.setTimeout(0);
+      return server;
+    },
+    keepAliveTimeout: KEEP_ALIVE_MS,
     return503OnClosing: true,
     exposeHeadRoutes: false,
     routerOptions: { ignoreTrailingSlash: false, maxParamLength: 512 },
@@ -53,14 +80,10 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     },
     clientErrorHandler: answerClientError,
   });
-  const ctx: ServerContext = {
-    cache: options.cache,
-    config: options.config,
-    metrics: createMetrics(options.cache.index),
-    auth: { index: options.cache.index, privateReads: options.config.private },
-    logger: options.logger,
-    startedAt: Date.now(),
-  };
+  app.addHook('preClose', (done) => {
+    closing = true;
+    done();
+  });
 
   // Bodies are streamed or read with limits by the routes themselves.
   app.removeAllContentTypeParsers();
@@ -86,7 +109,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   // A client that goes away before its answer gets no access line otherwise.
   app.addHook('onRequestAbort', (request, done) => {
     const route = request.routeOptions.url ?? 'unmatched';
-    ctx.metrics.requests.inc({ route, method: request.method, status: 'aborted' });
+    ctx.metrics.requestCounter(route, request.method, 'aborted').inc();
     request.log.info(
       { method: request.method, url: request.url },
       `${request.method} ${request.url} aborted by the client`,
@@ -166,7 +189,7 @@ function answerClientError(error: NodeJS.ErrnoException, socket: Socket): void {
 function logAccess(ctx: ServerContext, request: FastifyRequest, reply: FastifyReply): void {
   const route = request.routeOptions.url ?? 'unmatched';
   const status = reply.statusCode;
-  ctx.metrics.requests.inc({ route, method: request.method, status });
+  ctx.metrics.requestCounter(route, request.method, status).inc();
   const length = Number(reply.getHeader('content-length') ?? 0);
   // Counted once the whole body went out; an aborted download counts nothing.
   if (request.method === 'GET' && reply.raw.writableFinished) ctx.metrics.bytesOut.inc(length);

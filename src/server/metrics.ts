@@ -2,9 +2,16 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { CacheIndex } from '../cache/cache-index.ts';
 
+/** A counter with its labels bound once: no label hashing per increment. */
+export interface BoundCounter {
+  inc(value?: number): void;
+}
+
 export interface ServerMetrics {
   readonly registry: Registry;
   readonly requests: Counter<'route' | 'method' | 'status'>;
+  /** `requests` for one route, method and status, bound once and kept. */
+  requestCounter(route: string, method: string, status: number | string): BoundCounter;
   readonly bytesIn: Counter;
   readonly bytesOut: Counter;
   readonly narinfoLookups: Counter<'result'>;
@@ -30,14 +37,27 @@ export function createMetrics(index: CacheIndex): ServerMetrics {
       this.set((await index.stats()).paths);
     },
   });
+  const requests = new Counter({
+    name: 'firn_http_requests_total',
+    help: 'HTTP requests by route, method and status',
+    labelNames: ['route', 'method', 'status'] as const,
+    registers: [registry],
+  });
+  // Routes, methods and statuses are few; unmatched URLs all share the route 'unmatched'.
+  const bound = new Map<string, BoundCounter>();
+  const requestCounter = (route: string, method: string, status: number | string): BoundCounter => {
+    const key = `${route} ${method} ${status}`;
+    let counter = bound.get(key);
+    if (counter === undefined) {
+      counter = requests.labels(route, method, String(status));
+      bound.set(key, counter);
+    }
+    return counter;
+  };
   return {
     registry,
-    requests: new Counter({
-      name: 'firn_http_requests_total',
-      help: 'HTTP requests by route, method and status',
-      labelNames: ['route', 'method', 'status'],
-      registers: [registry],
-    }),
+    requests,
+    requestCounter,
     bytesIn: new Counter({
       name: 'firn_http_bytes_in_total',
       help: 'Request body bytes received',

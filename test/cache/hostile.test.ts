@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -414,6 +414,20 @@ describe('repeated and conflicting uploads', () => {
     const nar = await fetch(`${server.url}/nar/${fixture.fileName}`);
     assert.ok(Buffer.from(await nar.arrayBuffer()).equals(fixture.file));
     await assertNoTempFiles();
+  });
+
+  test('a stored NAR is not written again; other bytes under its name are refused', async () => {
+    const fixture = makeFixture({ name: 'stored-once', compression: 'none' });
+    assert.equal((await putNar(fixture)).status, 201);
+    const blob = join(server.dataDir, 'blobs', 'nar', fixture.fileName);
+    const written = statSync(blob);
+    assert.equal((await putNar(fixture)).status, 200);
+    assert.equal(statSync(blob).ino, written.ino, 'the stored file was not replaced');
+    const other = Buffer.from(fixture.file);
+    other.writeUInt8(other.readUInt8(other.length - 20) ^ 1, other.length - 20);
+    await assertRefused(await putNar(fixture, other), 400, 'FIRN_E_UPLOAD_HASH_MISMATCH');
+    assert.ok(readFileSync(blob).equals(fixture.file), 'the stored NAR is unchanged');
+    assert.equal((await putNarInfo(fixture)).status, 201);
   });
 
   test('re-uploading the same path is 200; different contents are 409 and the first stays', async () => {

@@ -2,6 +2,7 @@ import { pino } from 'pino';
 import { loadServeConfig } from '../../config/serve-config.ts';
 import { formatPublicKey, publicKeyOf } from '../../nix/signing.ts';
 import { startServer } from '../../server/start.ts';
+import { createLogDestination } from '../../logging.ts';
 import { parseCommandArgs, type CommandHelp } from '../args.ts';
 import type { CommandContext } from '../context.ts';
 
@@ -55,7 +56,7 @@ export async function run(ctx: CommandContext): Promise<number> {
   });
   const logger = pino(
     { level: config.logLevel }, // Bounded: when stdout is slower than the requests, log lines are dropped, not buffered forever.
-    pino.destination({ dest: 1, sync: false, maxLength: 8 * 1024 * 1024 }),
+    createLogDestination(1, { maxBytes: 8 * 1024 * 1024 }),
   );
   const server = await startServer(config, logger);
   const publicKey = formatPublicKey(publicKeyOf(server.cache.signingKey));

@@ -1,8 +1,10 @@
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { BlobFile } from '../../cache/blob-store.ts';
 import { ingestNar } from '../../cache/nar-ingest.ts';
 import { requireScope } from '../auth.ts';
 import type { ServerContext } from '../context.ts';
 import { parseRange } from '../range.ts';
+import { sendFileRange } from '../send-file.ts';
 import { notFound } from './narinfo.ts';
 
 const NAR_NAME = /^[0-9a-z]{52}\.nar(\.(xz|zst|bz2|gz|br))?$/;
@@ -23,6 +25,11 @@ export function registerNar(app: FastifyInstance, ctx: ServerContext): void {
         if (info === undefined) throw notFound(key);
         return reply.header('content-length', info.size).send();
       }
+      if (ctx.cache.blobs.openFile !== undefined) {
+        const opened = await ctx.cache.blobs.openFile(key);
+        if (opened === undefined) throw notFound(key);
+        return sendNarFile(request, reply, opened);
+      }
       const head = await ctx.cache.blobs.head(key);
       if (head === undefined) throw notFound(key);
       const range = parseRange(request.headers.range, head.size);
@@ -35,6 +42,38 @@ export function registerNar(app: FastifyInstance, ctx: ServerContext): void {
       return reply.header('content-length', length).send(blob.body);
     },
   });
+  /** The body straight from the file through reused buffers; headers as for a stream. */
+  const sendNarFile = (
+    request: FastifyRequest,
+    reply: FastifyReply,
+    file: BlobFile,
+  ): FastifyReply => {
+    let range;
+    try {
+      range = parseRange(request.headers.range, file.size);
+    } catch (error) {
+      // The 416 is the answer; a failing close has nothing to add to it.
+      file.close().catch(() => undefined);
+      throw error;
+    }
+    if (range !== undefined) {
+      reply.code(206).header('content-range', `bytes ${range.start}-${range.end}/${file.size}`);
+    }
+    const start = range?.start ?? 0;
+    const length = range === undefined ? file.size : range.end - range.start + 1;
+    reply.header('content-length', length);
+    // The onResponse hook (access log, metrics) still runs when the raw response finishes.
+    reply.hijack();
+    for (const [name, value] of Object.entries(reply.getHeaders())) {
+      if (value !== undefined) reply.raw.setHeader(name, value);
+    }
+    reply.raw.writeHead(reply.statusCode);
+    sendFileRange(reply.raw, file, start, length).catch((error: unknown) => {
+      request.log.error({ err: error }, 'NAR download failed midway');
+    });
+    return reply;
+  };
+
   app.put<{ Params: { file: string } }>('/nar/:file', async (request, reply) => {
     await requireScope(ctx.auth, request, 'push');
     const abort = new AbortController();
