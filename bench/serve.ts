@@ -7,7 +7,8 @@
  *
  * Builds a fresh closure (a few hundred small paths and one large path, plus a separate huge
  * path) in a chroot store, then measures:
- *   1. uploads: `nix copy --to http://firn?compression=zstd` vs `--to file://DIR?compression=zstd`
+ *   1. uploads: `nix copy --to http://firn?compression=zstd` vs `--to file://DIR?compression=zstd`,
+ *      and into a null HTTP cache that stores nothing (bench/lib/null-cache.ts: the client's floor)
  *      of that closure into empty caches, wall time (median of FIRN_BENCH_REPS);
  *   2. narinfo GETs: wrk, 64 connections, rotating over every narinfo: req/s, p99 and server CPU
  *      per request, firn at --log-level warn (no access log) and info (access log to a file)
@@ -34,6 +35,7 @@ import { makeNixEnv } from '../test/helpers/nix.ts';
 import { buildClosure, hashPart, narinfoUrls, SANDBOX_PATHS, type Sizes } from './lib/closure.ts';
 import { startFirn, type BenchServer } from './lib/firn-server.ts';
 import { startNginx, type Nginx } from './lib/nginx.ts';
+import { startNullCache, type NullCache } from './lib/null-cache.ts';
 import { cpuSeconds, loadAverage, median, mustRun, requireTools } from './lib/procs.ts';
 import { machineFacts, ratio, table, yesNo, type Row } from './lib/report.ts';
 import { runWrk, writeRotatingScript, type WrkResult } from './lib/wrk.ts';
@@ -198,6 +200,7 @@ async function main(): Promise<void> {
   const run: Run = { dir, nixEnv: nix.env, netrc, servers: [] };
   let nginx: Nginx | undefined;
   let live: BenchServer | undefined;
+  let nullCache: NullCache | undefined;
   try {
     note(
       `building ${SIZES.smallPaths} small paths, a ${SIZES.largeBytes / MiB} MiB one and a ${SIZES.hugeBytes / MiB} MiB one in ${dir}`,
@@ -208,6 +211,9 @@ async function main(): Promise<void> {
     // 1. Uploads, alternating which goes first so neither always meets a warmer page cache.
     const uploadFirn: number[] = [];
     const uploadFile: number[] = [];
+    /** The same closure into a cache that stores nothing: the client's own floor. */
+    const uploadNull: number[] = [];
+    nullCache = await startNullCache();
     /** Server CPU seconds of each upload to firn. */
     const uploadFirnCpu: number[] = [];
     let fileCache = '';
@@ -226,15 +232,16 @@ async function main(): Promise<void> {
         uploadFirn.push(await nixCopy(run, closure.store, to, closure.root));
         uploadFirnCpu.push(cpuSeconds(server.pid) - cpuBefore);
       };
-      if (rep % 2 === 0) {
-        await toFirn();
-        await toFile();
-      } else {
-        await toFile();
-        await toFirn();
-      }
+      const cacheUrl = nullCache.url;
+      const toNull = async (): Promise<void> => {
+        uploadNull.push(
+          await nixCopy(run, closure.store, `${cacheUrl}?compression=zstd`, closure.root),
+        );
+      };
+      const order = [toFirn, toFile, toNull];
+      for (let i = 0; i < order.length; i++) await order[(i + rep) % order.length]?.();
       note(
-        `upload ${rep + 1}/${REPS}: firn ${uploadFirn.at(-1)?.toFixed(2)} s (server CPU ${uploadFirnCpu.at(-1)?.toFixed(2)} s), file:// ${uploadFile.at(-1)?.toFixed(2)} s`,
+        `upload ${rep + 1}/${REPS}: firn ${uploadFirn.at(-1)?.toFixed(2)} s (server CPU ${uploadFirnCpu.at(-1)?.toFixed(2)} s), file:// ${uploadFile.at(-1)?.toFixed(2)} s, null HTTP cache ${uploadNull.at(-1)?.toFixed(2)} s`,
       );
       if (rep < REPS - 1) {
         await server.stop();
@@ -242,6 +249,8 @@ async function main(): Promise<void> {
         rmSync(fileCache, { recursive: true, force: true });
       } else live = server;
     }
+    await nullCache.stop();
+    nullCache = undefined;
     if (live === undefined) throw new Error('no upload ran');
     const warnServer = live;
     // VmHWM only grows: read after each phase, it shows which phase set the peak.
@@ -344,6 +353,7 @@ async function main(): Promise<void> {
     const peakKb = Math.max(...run.servers.map((server) => server.peakKb()));
     const firnUpload = median(uploadFirn);
     const fileUpload = median(uploadFile);
+    const nullUpload = median(uploadNull);
     const narinfoRow = (level: string, firn: NarinfoLoad): Row[] => [
       {
         metric: `narinfo GET req/s (wrk, ${CONNECTIONS} conns, ${WRK_SECONDS} s, --log-level ${level})`,
@@ -382,6 +392,14 @@ async function main(): Promise<void> {
         met: yesNo(firnUpload <= GOALS.upload * fileUpload),
       },
       {
+        metric: `the same upload into a null HTTP cache (stores nothing), s; reference: file://`,
+        firn: nullUpload.toFixed(2),
+        reference: fileUpload.toFixed(2),
+        ratio: ratio(nullUpload, fileUpload),
+        goal: "(the client's floor)",
+        met: '—',
+      },
+      {
         metric: `peak RSS of the server, MB (all of it, incl. ${(SIZES.hugeBytes / MiB).toFixed(0)} MiB up and down; reference: largest nginx process)`,
         firn: (peakKb / 1024).toFixed(0),
         reference: (nginxPeakKb / 1024).toFixed(0),
@@ -398,7 +416,7 @@ async function main(): Promise<void> {
       'Details:',
       `- narinfo, server CPU per request (µs): nginx ${narinfoNginx.cpuUsPerRequest.toFixed(0)} (all workers), firn warn ${narinfoWarn.cpuUsPerRequest.toFixed(0)}, firn info ${narinfoInfo.cpuUsPerRequest.toFixed(0)}; p50 (ms): nginx ${narinfoNginx.p50Ms.toFixed(2)}, firn warn ${narinfoWarn.p50Ms.toFixed(2)}, firn info ${narinfoInfo.p50Ms.toFixed(2)}; ${urls.length} distinct narinfos; access log written: ${(accessLogBytes / MiB).toFixed(1)} MiB`,
       `- downloads (MB/s), firn: ${downloadFirn.map((d) => d.mbPerSecond.toFixed(0)).join(', ')}; nginx: ${downloadNginx.map((d) => d.mbPerSecond.toFixed(0)).join(', ')}; server CPU per GB sent: firn ${cpuPerGb(downloadFirn)} s, nginx ${cpuPerGb(downloadNginx)} s`,
-      `- uploads (s), firn: ${seconds(uploadFirn)}; file://: ${seconds(uploadFile)}; firn server CPU per upload (s): ${seconds(uploadFirnCpu)}, median ${((median(uploadFirnCpu) * 1e3) / closure.paths.length).toFixed(2)} ms per path`,
+      `- uploads (s), firn: ${seconds(uploadFirn)}; file://: ${seconds(uploadFile)}; null HTTP cache: ${seconds(uploadNull)} (firn / null ${ratio(firnUpload, nullUpload)}); firn server CPU per upload (s): ${seconds(uploadFirnCpu)}, median ${((median(uploadFirnCpu) * 1e3) / closure.paths.length).toFixed(2)} ms per path`,
       `- huge path (${(hugeNarBytes / MiB).toFixed(0)} MiB NAR): nix copy to firn ${hugeUpload.toFixed(1)} s, to file:// ${hugeUploadFile.toFixed(1)} s (${ratio(hugeUpload, hugeUploadFile)}); one curl download from firn ${hugeDownloadSeconds.toFixed(1)} s (${(hugeNarBytes / hugeDownloadSeconds / 1e6).toFixed(0)} MB/s); peak RSS of that server ${(warnPeakKb / 1024).toFixed(0)} MB`,
       `- peak RSS per firn process in start order (MB): ${run.servers.map((server) => (server.peakKb() / 1024).toFixed(0)).join(', ')}; of the warn server as it grew (MB): ${phasePeaks.join(', ')}`,
       `- wrk: ${WRK_THREADS} threads, ${CONNECTIONS} connections, ${WRK_SECONDS} s after a 2 s warm-up, on the same machine as the servers; nginx: worker_processes auto, sendfile on, access_log off; firn: bin/firn serve, one process`,
@@ -418,6 +436,7 @@ async function main(): Promise<void> {
     ];
     process.stdout.write(lines.join('\n'));
   } finally {
+    await nullCache?.stop();
     await live?.stop();
     await nginx?.stop();
     for (const server of run.servers) await server.stop();
