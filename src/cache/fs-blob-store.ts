@@ -10,7 +10,7 @@ import {
   write as writeCallback,
   writev as writevCallback,
 } from 'node:fs';
-import { mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { addAbortSignal, type Readable } from 'node:stream';
 import { promisify } from 'node:util';
@@ -149,17 +149,22 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  async get(
-    key: string,
-    options: { range?: ByteRange; signal?: AbortSignal } = {},
-  ): Promise<BlobBody | undefined> {
-    let handle;
+  /** The blob opened for reading, or undefined when there is none. */
+  async #openForReading(key: string): Promise<FileHandle | undefined> {
     try {
-      handle = await open(this.#path(key), 'r');
+      return await open(this.#path(key), 'r');
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw error;
     }
+  }
+
+  async get(
+    key: string,
+    options: { range?: ByteRange; signal?: AbortSignal } = {},
+  ): Promise<BlobBody | undefined> {
+    const handle = await this.#openForReading(key);
+    if (handle === undefined) return undefined;
     const { size } = await handle.stat();
     const range = options.range;
     // The stream owns the handle from here on and closes it when it ends or is destroyed.
@@ -172,13 +177,8 @@ export class FsBlobStore implements BlobStore {
   }
 
   async openFile(key: string): Promise<BlobFile | undefined> {
-    let handle;
-    try {
-      handle = await open(this.#path(key), 'r');
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw error;
-    }
+    const handle = await this.#openForReading(key);
+    if (handle === undefined) return undefined;
     try {
       const { size } = await handle.stat();
       const opened = handle;
