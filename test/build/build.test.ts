@@ -10,10 +10,11 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { startFleet, type Fleet } from '../fleet/fleet.ts';
+import type { Fleet } from '../fleet/fleet.ts';
 import { firn, FIRN_BIN } from '../helpers/firn.ts';
 import { makeNixEnv, type NixEnv } from '../helpers/nix.ts';
-import { startTestServer, type TestServer } from '../helpers/server.ts';
+import type { TestServer } from '../helpers/server.ts';
+import { startBuildFleet, type BuildFleet } from './build-fleet.ts';
 
 const BOARDS = ['opi01', 'opi02', 'opi03'];
 
@@ -86,37 +87,17 @@ describe('firn build on the test fleet', () => {
   let store: string;
   let inventory: string;
 
+  let setup: BuildFleet;
+
   before(async () => {
     work = mkdtempSync(join(tmpdir(), 'firn-build-test-'));
     nix = makeNixEnv('sandbox-paths = /bin /lib /lib64 /usr');
     store = join(work, 'store');
-    server = await startTestServer();
-    fleet = await startFleet({
-      hosts: BOARDS.map((name) => ({ name, extraPlatforms: ['aarch64-linux'] })),
-      cacheUrl: server.url,
-      cachePublicKey: await server.publicKey(),
-    });
-    const token = await server.token('push');
-    for (const host of fleet.hosts) {
-      writeFileSync(
-        host.path('conf', 'netrc'),
-        `machine ${fleet.gateway} login firn password ${token}\n`,
-      );
-    }
-    inventory = fleet.writeInventory(join(work, 'firn.toml'), {
-      hosts: Object.fromEntries(
-        BOARDS.map((name) => [name, { systems: ['aarch64-linux'], 'max-jobs': 2 }]),
-      ),
-    });
+    setup = await startBuildFleet({ boards: BOARDS, maxJobs: 2, work });
+    ({ server, fleet, inventory } = setup);
   });
   after(async () => {
-    // The server goes whatever the fleet's cleanup says: a live child would keep the test
-    // process waiting until its timeout.
-    try {
-      await fleet[Symbol.asyncDispose]();
-    } finally {
-      await server[Symbol.asyncDispose]();
-    }
+    await setup[Symbol.asyncDispose]();
     nix[Symbol.dispose]();
     rmSync(work, { recursive: true, force: true });
   });

@@ -9,10 +9,9 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { startFleet, type Fleet } from '../fleet/fleet.ts';
 import { firn } from '../helpers/firn.ts';
 import { makeNixEnv, type NixEnv } from '../helpers/nix.ts';
-import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { startBuildFleet, type BuildFleet } from './build-fleet.ts';
 
 /** A flake without inputs (no registry, no network): kernel → system, and a tool beside them. */
 function flakeNix(salt: string): string {
@@ -35,38 +34,17 @@ function flakeNix(salt: string): string {
 }
 
 describe('firn build with flake installables', () => {
-  let server: TestServer;
-  let fleet: Fleet;
+  let setup: BuildFleet;
   let nix: NixEnv;
   let work: string;
-  let inventory: string;
 
   before(async () => {
     work = mkdtempSync(join(tmpdir(), 'firn-flake-test-'));
     nix = makeNixEnv();
-    server = await startTestServer();
-    fleet = await startFleet({
-      hosts: [{ name: 'opi01', extraPlatforms: ['aarch64-linux'] }],
-      cacheUrl: server.url,
-      cachePublicKey: await server.publicKey(),
-    });
-    const token = await server.token('push');
-    for (const host of fleet.hosts) {
-      writeFileSync(
-        host.path('conf', 'netrc'),
-        `machine ${fleet.gateway} login firn password ${token}\n`,
-      );
-    }
-    inventory = fleet.writeInventory(join(work, 'firn.toml'), {
-      hosts: { opi01: { systems: ['aarch64-linux'], 'max-jobs': 2 } },
-    });
+    setup = await startBuildFleet({ boards: ['opi01'], maxJobs: 2, work });
   });
   after(async () => {
-    try {
-      await fleet[Symbol.asyncDispose]();
-    } finally {
-      await server[Symbol.asyncDispose]();
-    }
+    await setup[Symbol.asyncDispose]();
     nix[Symbol.dispose]();
     rmSync(work, { recursive: true, force: true });
   });
@@ -82,7 +60,7 @@ describe('firn build with flake installables', () => {
       [
         'build',
         '--fleet',
-        inventory,
+        setup.inventory,
         '--store',
         join(work, 'store'),
         '--history',
@@ -107,7 +85,7 @@ describe('firn build with flake installables', () => {
     assert.match(result.stderr, /built 3 \(opi01 3\), 0 already in the cache/);
     for (const output of outputs) {
       const hash = output.slice('/nix/store/'.length, '/nix/store/'.length + 32);
-      const response = await fetch(`${server.url}/${hash}.narinfo`);
+      const response = await fetch(`${setup.server.url}/${hash}.narinfo`);
       assert.equal(response.status, 200, `${output} is in the cache`);
     }
   });
