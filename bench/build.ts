@@ -33,10 +33,9 @@ import { SqliteDurations } from '../src/build/durations.ts';
 import { FakeClock, FakeExecutor } from '../src/build/fake-clock.ts';
 import { schedule, type BuilderSpec, type JobSpec } from '../src/build/scheduler.ts';
 import { run } from '../src/process/run.ts';
-import { startFleet } from '../test/fleet/fleet.ts';
+import { startBuildFleet } from '../test/build/build-fleet.ts';
 import { FIRN_BIN } from '../test/helpers/firn.ts';
 import { makeNixEnv } from '../test/helpers/nix.ts';
-import { startTestServer } from '../test/helpers/server.ts';
 
 const QUICK = process.env.FIRN_BENCH_QUICK === '1';
 const SCALE = QUICK ? 0.25 : 1;
@@ -271,25 +270,9 @@ async function main(): Promise<void> {
   }
   const work = mkdtempSync(join(tmpdir(), 'firn-bench-build-'));
   const nix = makeNixEnv('sandbox-paths = /bin /lib /lib64 /usr');
-  await using server = await startTestServer();
-  await using fleet = await startFleet({
-    hosts: BOARDS.map((name) => ({ name, extraPlatforms: ['aarch64-linux'] })),
-    cacheUrl: server.url,
-    cachePublicKey: await server.publicKey(),
-  });
+  await using setup = await startBuildFleet({ boards: BOARDS, maxJobs: SLOTS, work });
+  const { fleet, inventory } = setup;
   try {
-    const token = await server.token('push');
-    for (const host of fleet.hosts) {
-      writeFileSync(
-        host.path('conf', 'netrc'),
-        `machine ${fleet.gateway} login firn password ${token}\n`,
-      );
-    }
-    const inventory = fleet.writeInventory(join(work, 'firn.toml'), {
-      hosts: Object.fromEntries(
-        BOARDS.map((name) => [name, { systems: ['aarch64-linux'], 'max-jobs': SLOTS }]),
-      ),
-    });
     const machines = join(work, 'machines');
     writeFileSync(
       machines,
