@@ -329,11 +329,19 @@ test('a full disk under the spool: the hook exits 0, says so, and the build succ
 });
 
 test('bad flags or config never fail the build: the hook exits 0 and says what is wrong', async () => {
+  // Nix runs the hook in the daemon's working directory: nothing may appear there.
+  const cwd = mkdtempSync(join(work, 'cwd-'));
   const result = await firn(['hook', '--no-such-flag'], {
     env: { FIRN_SPOOL: join(work, 'spool-flags'), OUT_PATHS: '/nix/store/aaaa-x' },
+    cwd,
   });
   assert.equal(result.code, 0);
   assert.match(result.stderr, /unknown option.*nothing was queued/is);
+  assert.deepEqual(readdirSync(cwd), []);
+  assert.match(
+    readFileSync(join(work, 'spool-flags', 'hook.log'), 'utf8'),
+    /unknown option.*nothing was queued/is,
+  );
   const empty = await firn(['hook'], {
     env: { FIRN_SPOOL: join(work, 'spool-flags'), OUT_PATHS: '', DRV_PATH: '' },
   });

@@ -5,7 +5,7 @@
 import { parseCommandArgs, type CommandHelp } from '../args.ts';
 import type { CommandContext } from '../context.ts';
 import { report, runHook } from '../../push/hook.ts';
-import { resolveSpoolDir } from '../../push/spool-dir.ts';
+import { defaultSpoolDir, resolveSpoolDir } from '../../push/spool-dir.ts';
 
 const help: CommandHelp = {
   usage: 'firn hook [--spool DIR] [--config FILE]',
@@ -27,7 +27,7 @@ const help: CommandHelp = {
 const options = { spool: { type: 'string' }, config: { type: 'string' } } as const;
 
 export async function run(ctx: CommandContext): Promise<number> {
-  let spool = '(unknown spool)';
+  let spool: string | undefined;
   try {
     const args = parseCommandArgs(ctx, help, options, { min: 0, max: 0 });
     if (args === undefined) return 0;
@@ -38,12 +38,19 @@ export async function run(ctx: CommandContext): Promise<number> {
     });
     runHook({ outPaths: ctx.env.OUT_PATHS, drvPath: ctx.env.DRV_PATH }, spool, ctx.stderr);
   } catch (error) {
-    // Even a bad flag or config must not fail the build that ran this hook.
+    // Even a bad flag or config must not fail the build that ran this hook. Its log goes to the
+    // spool the environment names (or the default one): never to a made-up path in the cwd.
     report(
-      spool,
+      spool ?? fallbackSpool(ctx.env),
       ctx.stderr,
       `${error instanceof Error ? error.message : String(error)}; nothing was queued`,
     );
   }
   return 0;
+}
+
+/** The spool when flags or the config file could not be read: FIRN_SPOOL, else the default. */
+function fallbackSpool(env: NodeJS.ProcessEnv): string {
+  const fromEnv = env.FIRN_SPOOL;
+  return fromEnv !== undefined && fromEnv !== '' ? fromEnv : defaultSpoolDir(env);
 }
