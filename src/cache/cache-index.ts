@@ -60,6 +60,11 @@ export interface CacheStats {
   readonly narSizeTotal: number;
 }
 
+export interface DeletedPaths {
+  readonly deleted: readonly string[];
+  readonly orphanedNars: readonly string[];
+}
+
 export interface CacheIndex {
   getNarInfo(hashPart: string): Promise<string | undefined>;
   getPath(hashPart: string): Promise<PathRecord | undefined>;
@@ -83,10 +88,11 @@ export interface CacheIndex {
   /** Keys of NARs no path uses that were uploaded before `before` (abandoned uploads). */
   listUnusedNars(before: number): Promise<string[]>;
   /**
-   * Deletes paths (skipping any that a remaining path references) and returns the NAR keys no
-   * remaining path uses; the caller deletes those blobs.
+   * Deletes paths, skipping any that a remaining path references (one uploaded since the caller
+   * planned, say). Returns the hash parts really deleted and the NAR keys no remaining path
+   * uses; the caller deletes those blobs.
    */
-  deletePaths(hashParts: readonly string[]): Promise<string[]>;
+  deletePaths(hashParts: readonly string[]): Promise<DeletedPaths>;
   listNars(): Promise<NarRecord[]>;
   deleteNar(key: string): Promise<void>;
   stats(): Promise<CacheStats>;

@@ -176,6 +176,51 @@ describe('closures stay complete', () => {
   });
 });
 
+describe('a path uploaded while gc runs', () => {
+  test('keeps what it references, and the report says what was really removed', async () => {
+    await addPath('c', { lastAccess: 1 * DAY, size: 300 });
+    await addPath('b', { lastAccess: 2 * DAY, refs: ['c'], size: 200 });
+    await addPath('a', { lastAccess: 3 * DAY, size: 100 });
+    // gc plans to evict a, b and c; before its commit, a new path referencing b is uploaded.
+    const racing = new Proxy(index, {
+      get(target, property) {
+        if (property === 'deletePaths') {
+          return async (hashParts: readonly string[]) => {
+            await addPath('fresh', { lastAccess: NOW, refs: ['b'], size: 50 });
+            return target.deletePaths(hashParts);
+          };
+        }
+        // Methods run on the index itself: its private fields are not the proxy's.
+        const value: unknown = Reflect.get(target, property);
+        return typeof value === 'function' ? (value as () => unknown).bind(target) : value;
+      },
+    });
+    const report = await collectGarbage(racing, blobs, { olderThan: 30 * DAY, now: NOW });
+    assert.deepEqual(await held(), ['b', 'c', 'fresh']);
+    assert.deepEqual(
+      report.evictedPaths.map((p) => p.slice(44)),
+      ['a'],
+      'only what was deleted',
+    );
+    assert.equal(report.removedNars, 1);
+    assert.equal(report.freedBytes, 100);
+    assert.equal(report.keptForReferrers, 2);
+    assert.equal(report.remainingBytes, 500, 'b and c still count (fresh came after the plan)');
+    // Kept paths keep their listings; the evicted one's is gone.
+    assert.deepEqual(
+      await blobKeys(),
+      [
+        'ls/' + hashOf('b') + '.ls',
+        'ls/' + hashOf('c') + '.ls',
+        'ls/' + hashOf('fresh') + '.ls',
+        'nar/b.nar',
+        'nar/c.nar',
+        'nar/fresh.nar',
+      ].sort(),
+    );
+  });
+});
+
 describe('LRU order', () => {
   test('an old dependency freed by evicting its referrer goes before newer paths', async () => {
     await addPath('dep', { lastAccess: 1 * DAY });

@@ -86,25 +86,34 @@ export async function collectGarbage(
     };
   }
 
-  // Rows go first, in one transaction: a narinfo is never served without its NAR.
-  const orphaned = await index.deletePaths(evicted.map((path) => path.hashPart));
+  // Rows go first, in one transaction: a narinfo is never served without its NAR. The index
+  // may keep some of the plan (a path uploaded meanwhile references them): the report and the
+  // blobs follow what it really deleted.
+  const { deleted, orphanedNars } = await index.deletePaths(evicted.map((path) => path.hashPart));
+  const deletedSet = new Set(deleted);
+  const removed = evicted.filter((path) => deletedSet.has(path.hashPart));
   const stale = (await index.listUnusedNars(now - (options.orphanGraceMs ?? 3_600_000))).filter(
-    (key) => !orphaned.includes(key),
+    (key) => !orphanedNars.includes(key),
   );
   for (const key of stale) await index.deleteNar(key);
-  let freedBytes = 0;
-  for (const key of [...orphaned, ...stale]) {
-    freedBytes += narSize.get(key)?.fileSize ?? 0;
-    await blobs.delete(key);
-  }
-  for (const path of evicted) await blobs.delete(`ls/${path.hashPart}.ls`);
+  const bytesOf = (keys: Iterable<string>): number => {
+    let sum = 0;
+    for (const key of keys) sum += narSize.get(key)?.fileSize ?? 0;
+    return sum;
+  };
+  for (const key of [...orphanedNars, ...stale]) await blobs.delete(key);
+  for (const path of removed) await blobs.delete(`ls/${path.hashPart}.ls`);
+  // NARs the plan counted as freed that a kept path still uses stay in the remaining bytes.
+  const planned = new Set(
+    evicted.map((path) => path.narKey).filter((key) => narUsers.get(key) === 0),
+  );
+  const keptNars = [...planned].filter((key) => !orphanedNars.includes(key));
   return {
-    evictedPaths: evicted.map((path) => path.storePath),
-    removedNars: orphaned.length + stale.length,
-    freedBytes,
-    remainingBytes:
-      remainingBytes - stale.reduce((sum, key) => sum + (narSize.get(key)?.fileSize ?? 0), 0),
-    keptForReferrers,
+    evictedPaths: removed.map((path) => path.storePath),
+    removedNars: orphanedNars.length + stale.length,
+    freedBytes: bytesOf(orphanedNars) + bytesOf(stale),
+    remainingBytes: remainingBytes + bytesOf(keptNars) - bytesOf(stale),
+    keptForReferrers: keptForReferrers + evicted.length - removed.length,
   };
 }
 

@@ -161,19 +161,23 @@ describe('touch and flush', () => {
 });
 
 describe('deleting', () => {
-  test('deletePaths returns the NAR keys no remaining path uses, and removes their rows', async () => {
+  test('deletePaths returns what it deleted and the NAR keys no remaining path uses', async () => {
     await index.putNar(nar('shared'));
     await index.putNar(nar('own'));
     await index.addPath(path(HASH_A, 'nar/shared.nar.zst'));
     await index.addPath(path(HASH_B, 'nar/shared.nar.zst'));
     await index.addPath(path(HASH_C, 'nar/own.nar.zst', [HASH_A]));
-    const orphaned = await index.deletePaths([HASH_A, HASH_C, 'd'.repeat(32)]);
-    assert.deepEqual(orphaned, ['nar/own.nar.zst']);
+    const result = await index.deletePaths([HASH_A, HASH_C, 'd'.repeat(32)]);
+    assert.deepEqual(result.orphanedNars, ['nar/own.nar.zst']);
+    assert.deepEqual([...result.deleted].sort(), [HASH_A, HASH_C].sort(), 'not the unknown one');
     assert.equal(await index.getNar('nar/own.nar.zst'), undefined);
     assert.ok(await index.getNar('nar/shared.nar.zst'));
     assert.deepEqual(await index.missing([HASH_A, HASH_B, HASH_C]), [HASH_A, HASH_C]);
     assert.deepEqual(await index.referencesOf(HASH_C), [], 'references go with their path');
-    assert.deepEqual(await index.deletePaths([HASH_B]), ['nar/shared.nar.zst']);
+    assert.deepEqual(await index.deletePaths([HASH_B]), {
+      deleted: [HASH_B],
+      orphanedNars: ['nar/shared.nar.zst'],
+    });
   });
 
   test('deletePaths keeps a path that a path outside the set references, and what it references', async () => {
@@ -182,7 +186,7 @@ describe('deleting', () => {
     await index.addPath(path(HASH_B, 'nar/n1.nar.zst', [HASH_A]));
     // gc planned to evict A and B, but C (uploaded meanwhile) references B.
     await index.addPath(path(HASH_C, 'nar/n1.nar.zst', [HASH_B]));
-    assert.deepEqual(await index.deletePaths([HASH_B, HASH_A]), []);
+    assert.deepEqual(await index.deletePaths([HASH_B, HASH_A]), { deleted: [], orphanedNars: [] });
     assert.deepEqual(await index.missing([HASH_A, HASH_B, HASH_C]), []);
   });
 

@@ -8,6 +8,7 @@ import { firnError } from '../errors.ts';
 import type {
   CacheIndex,
   CacheStats,
+  DeletedPaths,
   NarRecord,
   PathRecord,
   PathSummary,
@@ -388,10 +389,10 @@ export class SqliteIndex implements CacheIndex {
     );
   }
 
-  deletePaths(hashParts: readonly string[]): Promise<string[]> {
+  deletePaths(hashParts: readonly string[]): Promise<DeletedPaths> {
     this.#narinfos.clear();
     this.#nars.clear();
-    const orphaned = this.#transaction(() => {
+    const result = this.#transaction((): DeletedPaths => {
       // A path uploaded since gc made its plan may reference one of these: that one stays, and
       // so do the paths it references in turn.
       const doomed = new Set(hashParts);
@@ -406,15 +407,18 @@ export class SqliteIndex implements CacheIndex {
         }
       }
       const narKeys = new Set<string>();
+      const deleted: string[] = [];
       for (const hashPart of doomed) {
         const row = this.#stmt('deletePath').get(hashPart) as { nar_key: string } | undefined;
-        if (row !== undefined) narKeys.add(row.nar_key);
+        if (row === undefined) continue;
+        deleted.push(hashPart);
+        narKeys.add(row.nar_key);
       }
       const unused = [...narKeys].filter((key) => this.#stmt('narUsers').get(key) === undefined);
       for (const key of unused) this.#stmt('deleteNar').run(key);
-      return unused;
+      return { deleted, orphanedNars: unused };
     });
-    return Promise.resolve(orphaned);
+    return Promise.resolve(result);
   }
 
   listNars(): Promise<NarRecord[]> {
