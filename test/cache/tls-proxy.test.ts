@@ -74,6 +74,8 @@ describe('firn serve behind an nginx TLS proxy (as docs/guide.md sets it up)', (
   let ca: string;
   let token: string;
   const store = (): string => join(work, 'store');
+  /** Undoes what before() got to, newest first: a half-started setup is cleaned up too. */
+  const cleanups: (() => unknown)[] = [];
 
   before(async () => {
     work = mkdtempSync(join(tmpdir(), 'firn-tls-'));
@@ -100,12 +102,16 @@ describe('firn serve behind an nginx TLS proxy (as docs/guide.md sets it up)', (
       ca,
     ]);
     server = await startTestServer();
+    const started = server;
+    cleanups.push(() => started[Symbol.asyncDispose]());
     token = await server.token('push');
     const port = await freePort();
     writeFileSync(join(prefix, 'nginx.conf'), nginxConf(prefix, port, server.url));
     nginx = spawn('nginx', ['-c', join(prefix, 'nginx.conf'), '-p', prefix], {
       stdio: ['ignore', 'ignore', 'pipe'],
     });
+    const proxy = nginx;
+    cleanups.push(() => proxy.kill('SIGKILL'));
     nginx.stderr?.setEncoding('utf8').on('data', (chunk: string) => (nginxErr += chunk));
     url = `https://127.0.0.1:${port}`;
     await waitForHttps(url, ca, () => nginxErr + readLog(join(prefix, 'error.log')));
@@ -115,15 +121,17 @@ describe('firn serve behind an nginx TLS proxy (as docs/guide.md sets it up)', (
         `netrc-file = ${join(work, 'netrc')}`,
       ].join('\n'),
     );
+    const made = nix;
+    cleanups.push(() => {
+      made[Symbol.dispose]();
+    });
     // Nix 2.8 takes extra CAs from the environment only (newer Nix also has `ssl-cert-file`).
     nix.env.NIX_SSL_CERT_FILE = ca;
     writeFileSync(join(work, 'netrc'), `machine 127.0.0.1 login firn password ${token}\n`);
   });
 
   after(async () => {
-    nginx.kill('SIGKILL');
-    await server[Symbol.asyncDispose]();
-    nix[Symbol.dispose]();
+    for (const cleanup of cleanups.reverse()) await cleanup();
     rmSync(work, { recursive: true, force: true });
   });
 
