@@ -348,6 +348,17 @@ async function main(): Promise<void> {
     live = undefined;
     const nginxPeakKb = nginx.peakKb();
     await nginx.stop();
+    // 2c. nginx logging every request too (its default), the like-for-like reference for info.
+    nginx = await startNginx(fileCache, join(dir, 'nginx-logging'), {
+      accessLog: join(dir, 'nginx-access.log'),
+    });
+    const narinfoNginxLogging = await narinfoLoad(
+      'narinfo nginx (access log on)',
+      nginx.url,
+      script,
+      meter(nginx.pids),
+    );
+    await nginx.stop();
     nginx = undefined;
 
     const peakKb = Math.max(...run.servers.map((server) => server.peakKb()));
@@ -375,6 +386,16 @@ async function main(): Promise<void> {
     const rows: Row[] = [
       ...narinfoRow('warn', narinfoWarn),
       ...narinfoRow('info', narinfoInfo),
+      {
+        metric: `narinfo GET req/s, both logging every request (firn --log-level info; nginx access_log on)`,
+        firn: narinfoInfo.requestsPerSecond.toFixed(0),
+        reference: narinfoNginxLogging.requestsPerSecond.toFixed(0),
+        ratio: ratio(narinfoInfo.requestsPerSecond, narinfoNginxLogging.requestsPerSecond),
+        goal: `≥ ${GOALS.narinfo}×`,
+        met: yesNo(
+          narinfoInfo.requestsPerSecond >= GOALS.narinfo * narinfoNginxLogging.requestsPerSecond,
+        ),
+      },
       {
         metric: `NAR download MB/s (${DOWNLOADS} parallel × ${(largeNarBytes / MiB).toFixed(0)} MiB)`,
         firn: firnDownload.toFixed(0),
@@ -414,7 +435,7 @@ async function main(): Promise<void> {
       table(rows),
       '',
       'Details:',
-      `- narinfo, server CPU per request (µs): nginx ${narinfoNginx.cpuUsPerRequest.toFixed(0)} (all workers), firn warn ${narinfoWarn.cpuUsPerRequest.toFixed(0)}, firn info ${narinfoInfo.cpuUsPerRequest.toFixed(0)}; p50 (ms): nginx ${narinfoNginx.p50Ms.toFixed(2)}, firn warn ${narinfoWarn.p50Ms.toFixed(2)}, firn info ${narinfoInfo.p50Ms.toFixed(2)}; ${urls.length} distinct narinfos; access log written: ${(accessLogBytes / MiB).toFixed(1)} MiB`,
+      `- narinfo, server CPU per request (µs): nginx ${narinfoNginx.cpuUsPerRequest.toFixed(0)} (all workers), firn warn ${narinfoWarn.cpuUsPerRequest.toFixed(0)}, firn info ${narinfoInfo.cpuUsPerRequest.toFixed(0)}, nginx with access log ${narinfoNginxLogging.cpuUsPerRequest.toFixed(0)}; p50 (ms): nginx ${narinfoNginx.p50Ms.toFixed(2)}, firn warn ${narinfoWarn.p50Ms.toFixed(2)}, firn info ${narinfoInfo.p50Ms.toFixed(2)}; ${urls.length} distinct narinfos; access log written: ${(accessLogBytes / MiB).toFixed(1)} MiB`,
       `- downloads (MB/s), firn: ${downloadFirn.map((d) => d.mbPerSecond.toFixed(0)).join(', ')}; nginx: ${downloadNginx.map((d) => d.mbPerSecond.toFixed(0)).join(', ')}; server CPU per GB sent: firn ${cpuPerGb(downloadFirn)} s, nginx ${cpuPerGb(downloadNginx)} s`,
       `- uploads (s), firn: ${seconds(uploadFirn)}; file://: ${seconds(uploadFile)}; null HTTP cache: ${seconds(uploadNull)} (firn / null ${ratio(firnUpload, nullUpload)}); firn server CPU per upload (s): ${seconds(uploadFirnCpu)}, median ${((median(uploadFirnCpu) * 1e3) / closure.paths.length).toFixed(2)} ms per path`,
       `- huge path (${(hugeNarBytes / MiB).toFixed(0)} MiB NAR): nix copy to firn ${hugeUpload.toFixed(1)} s, to file:// ${hugeUploadFile.toFixed(1)} s (${ratio(hugeUpload, hugeUploadFile)}); one curl download from firn ${hugeDownloadSeconds.toFixed(1)} s (${(hugeNarBytes / hugeDownloadSeconds / 1e6).toFixed(0)} MB/s); peak RSS of that server ${(warnPeakKb / 1024).toFixed(0)} MB`,

@@ -18,7 +18,12 @@ export interface Nginx {
   stop(): Promise<void>;
 }
 
-export async function startNginx(root: string, prefix: string): Promise<Nginx> {
+/** `accessLog`: a file nginx writes its default access line to per request (off otherwise). */
+export async function startNginx(
+  root: string,
+  prefix: string,
+  options: { readonly accessLog?: string } = {},
+): Promise<Nginx> {
   const port = await freePort();
   mkdirSync(join(prefix, 'logs'), { recursive: true });
   const conf = join(prefix, 'nginx.conf');
@@ -33,7 +38,7 @@ pid ${join(prefix, 'nginx.pid')};
 error_log ${join(prefix, 'logs', 'error.log')} warn;
 events { worker_connections 4096; }
 http {
-  access_log off;
+  access_log ${options.accessLog ?? 'off'};
   sendfile on;
   tcp_nopush on;
   keepalive_requests 1000000;
