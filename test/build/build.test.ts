@@ -117,24 +117,23 @@ describe('firn build on the test fleet', () => {
       .split('\n')
       .filter(Boolean).length;
 
+  /** `firn build` of the Nix file `file` on this fleet, with its own duration history. */
+  const buildArgs = (file: string, history: string, extra: readonly string[] = []): string[] => [
+    'build',
+    '--fleet',
+    inventory,
+    '--store',
+    store,
+    '--history',
+    join(work, history),
+    '-f',
+    file,
+    ...extra,
+  ];
   const build = (expr: string, extra: readonly string[] = [], env: NodeJS.ProcessEnv = {}) => {
     const file = join(work, `${randomUUID()}.nix`);
     writeFileSync(file, expr);
-    return firn(
-      [
-        'build',
-        '--fleet',
-        inventory,
-        '--store',
-        store,
-        '--history',
-        join(work, 'durations.sqlite'),
-        '-f',
-        file,
-        ...extra,
-      ],
-      { env: { ...nix.env, ...env } },
-    );
+    return firn(buildArgs(file, 'durations.sqlite', extra), { env: { ...nix.env, ...env } });
   };
 
   test('the board graph: each derivation once, on a board, every output in the cache', async () => {
@@ -256,19 +255,10 @@ in { opi01 = system "opi01"; opi02 = system "opi02"; opi03 = system "opi03"; }
       `derivation { name = "long"; salt = "${salt}"; system = "aarch64-linux"; builder = "/bin/sh";
          args = [ "-c" "sleep 31.4159; echo > $out" ]; PATH = "/bin:/usr/bin"; }`,
     );
-    const child = spawn(
-      FIRN_BIN,
-      [
-        'build',
-        '--fleet',
-        inventory,
-        '--store',
-        store,
-        '--history',
-        join(work, 'cancel.sqlite'),
-      ].concat(['-f', file]),
-      { env: nix.env, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
+    const child = spawn(FIRN_BIN, buildArgs(file, 'cancel.sqlite'), {
+      env: nix.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stderr = '';
     const started = new Promise<void>((resolve) => {
       child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
@@ -348,19 +338,10 @@ in { opi01 = system "opi01"; opi02 = system "opi02"; opi03 = system "opi03"; }
        in builtins.listToAttrs (map (i: { name = "s\${toString i}"; value = mk i; }) [ 1 2 3 4 5 6 ])`,
     );
     const victim = fleet.host('opi03');
-    const child = spawn(
-      FIRN_BIN,
-      [
-        'build',
-        '--fleet',
-        inventory,
-        '--store',
-        store,
-        '--history',
-        join(work, 'kill.sqlite'),
-      ].concat(['-f', file, '--json']),
-      { env: nix.env, stdio: ['ignore', 'pipe', 'pipe'] },
-    );
+    const child = spawn(FIRN_BIN, buildArgs(file, 'kill.sqlite', ['--json']), {
+      env: nix.env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     let killed = false;

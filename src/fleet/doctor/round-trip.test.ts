@@ -44,7 +44,7 @@ test('realiseScript realises, keeps its exit code, then deletes the path again',
 test('realiseProblem picks the line that says why', () => {
   const unsigned = `this path will be fetched (0.00 MiB download, 0.00 MiB unpacked):
   /nix/store/40mj-firn-doctor-probe
-warning: the substitute for '/nix/store/40mj-firn-doctor-probe' from 'http://10.0.0.1:5000' is not signed by any of the keys in 'trusted-public-keys'
+warning: the substitute for '/nix/store/40mj-firn-doctor-probe' from 'http://192.0.2.1:5000' is not signed by any of the keys in 'trusted-public-keys'
 error: build of '/nix/store/40mj-firn-doctor-probe' failed
 `;
   assert.match(
