@@ -7,6 +7,7 @@ export const UPLOAD_OPTIONS = {
   'token-file': { type: 'string' },
   json: { type: 'boolean' },
   jobs: { type: 'string' },
+  'batch-paths': { type: 'string' },
   compression: { type: 'string' },
   'compression-level': { type: 'string' },
   'compress-min-size': { type: 'string' },
@@ -21,6 +22,7 @@ export const UPLOAD_OPTIONS = {
 export interface UploadFlagValues {
   readonly cache?: string | undefined;
   readonly jobs?: string | undefined;
+  readonly 'batch-paths'?: string | undefined;
   readonly compression?: string | undefined;
   readonly 'compression-level'?: string | undefined;
   readonly 'compress-min-size'?: string | undefined;
@@ -44,6 +46,7 @@ export function loadUploadConfig(
     flags: {
       cache: values.cache,
       jobs: values.jobs,
+      'batch-paths': values['batch-paths'],
       compression: values.compression,
       'compression-level': values['compression-level'],
       'compress-min-size': values['compress-min-size'],

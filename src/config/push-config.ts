@@ -41,6 +41,13 @@ export const pushConfigSchema = z.strictObject({
     .describe('NARs smaller than this many bytes are sent uncompressed')
     .default(4096),
   jobs: z.number().int().min(1).max(64).describe('NARs uploaded at once').default(4),
+  'batch-paths': z
+    .number()
+    .int()
+    .min(0)
+    .max(1000)
+    .describe('small paths per upload request to firn serve; 0 sends each path by itself')
+    .default(1000),
   upstreams: z
     .array(z.string())
     .describe('caches whose paths need not be pushed, e.g. https://cache.nixos.org')
@@ -64,6 +71,7 @@ export interface PushConfig {
   readonly compressionLevel: number;
   readonly compressMinSize: number;
   readonly jobs: number;
+  readonly batchPaths: number;
   readonly upstreams: readonly string[];
   readonly retries: number;
   readonly retryDelayMs: number;
@@ -107,6 +115,7 @@ export async function loadPushConfig(options: {
     compressionLevel: config['compression-level'],
     compressMinSize: config['compress-min-size'],
     jobs: config.jobs,
+    batchPaths: config['batch-paths'],
     upstreams: config.upstreams,
     retries: config.retries,
     retryDelayMs: config['retry-delay'],
@@ -116,7 +125,13 @@ export async function loadPushConfig(options: {
   });
 }
 
-const NUMERIC_KEYS = new Set(['jobs', 'compression-level', 'compress-min-size', 'retries']);
+const NUMERIC_KEYS = new Set([
+  'jobs',
+  'batch-paths',
+  'compression-level',
+  'compress-min-size',
+  'retries',
+]);
 
 /** Environment values and flags are strings; turn them into what the schema expects. */
 function coerce(key: string, value: string): unknown {

@@ -231,6 +231,8 @@ export class CacheClient {
         pipeline(body, request).catch((error: unknown) => {
           // The cache closing the connection surfaces here too; only a local read is final.
           if (bodyError === undefined) fail(new Transient((error as Error).message));
+          // The body's own verdict (a store path that changed while it was read) stands.
+          else if (FirnError.is(bodyError)) fail(bodyError);
           else fail(new BodyError(`reading the upload failed: ${bodyError.message}`));
         });
       }

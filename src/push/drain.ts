@@ -13,7 +13,7 @@ import { sleep } from './backoff.ts';
 import { readBuildLog, uploadBuildLog } from './build-log.ts';
 import { derivationOutputs } from './drv-outputs.ts';
 import type { Emit } from './events.ts';
-import type { NarOptions } from './nar-upload.ts';
+import type { NarOptions } from './nar-prepare.ts';
 import { mapLimit } from './pool.ts';
 import { isPermanent, pushClosure, pushFailure, type PushContext } from './push.ts';
 import {

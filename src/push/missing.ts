@@ -16,15 +16,26 @@ export async function queryMissing(
   hashParts: readonly string[],
   signal?: AbortSignal,
 ): Promise<string[]> {
-  if (hashParts.length === 0) return [];
+  return (await askMissing(client, hashParts, signal)).missing;
+}
+
+/** As queryMissing, and whether the cache answered in bulk (then it is firn serve). */
+export async function askMissing(
+  client: CacheClient,
+  hashParts: readonly string[],
+  signal?: AbortSignal,
+): Promise<{ missing: string[]; bulk: boolean }> {
+  if (hashParts.length === 0) return { missing: [], bulk: false };
   const missing: string[] = [];
   for (let start = 0; start < hashParts.length; start += BULK_CHUNK) {
     const chunk = hashParts.slice(start, start + BULK_CHUNK);
     const answer = await bulkMissing(client, chunk, signal);
-    if (answer === undefined) return missingByHead(client, hashParts, signal);
+    if (answer === undefined) {
+      return { missing: await missingByHead(client, hashParts, signal), bulk: false };
+    }
     missing.push(...answer);
   }
-  return missing;
+  return { missing, bulk: true };
 }
 
 /** undefined when the cache has no bulk endpoint (it is not firn). */

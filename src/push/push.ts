@@ -8,14 +8,19 @@ import { FirnError, firnError } from '../errors.ts';
 import type { CacheClient } from './cache-client.ts';
 import { hashPartOf, referencesFirst } from './closure.ts';
 import type { Emit } from './events.ts';
-import { presentUpstream, queryMissing } from './missing.ts';
 import {
-  prepareNar,
-  uploadNar,
-  uploadNarInfo,
-  type NarOptions,
-  type PreparedNar,
-} from './nar-upload.ts';
+  BATCH_MAX_BYTES,
+  BATCH_MAX_ENTRIES,
+  batchEntry,
+  entryBytes,
+  postBatch,
+  type BatchEntry,
+  type BatchOutcome,
+} from './batch-upload.ts';
+import { Batcher } from './batcher.ts';
+import { askMissing, presentUpstream } from './missing.ts';
+import { prepareNar, type NarOptions, type PreparedNar } from './nar-prepare.ts';
+import { uploadNar, uploadNarInfo } from './nar-upload.ts';
 import { physicalPath, type LocalStore, type PathInfo, type PathInfoSource } from './path-info.ts';
 
 export interface PushContext {
@@ -25,6 +30,8 @@ export interface PushContext {
   readonly nar: NarOptions;
   /** NARs packed and uploaded at once. */
   readonly jobs: number;
+  /** Small paths per batch request (firn serve only); 0: none, each path by itself. */
+  readonly batchPaths: number;
   readonly upstreams: readonly CacheClient[];
   /** HEAD each NAR before sending it (worth it after an interrupted run). */
   readonly checkNarFirst: boolean;
@@ -51,13 +58,12 @@ export async function pushClosure(roots: readonly string[], ctx: PushContext): P
   const started = performance.now();
   const infos = await ctx.source.closure(roots);
   const ordered = referencesFirst(infos);
-  const missing = new Set(
-    await queryMissing(
-      ctx.client,
-      ordered.map((info) => hashPartOf(info.path)),
-      ctx.signal,
-    ),
+  const asked = await askMissing(
+    ctx.client,
+    ordered.map((info) => hashPartOf(info.path)),
+    ctx.signal,
   );
+  const missing = new Set(asked.missing);
   const upstream =
     ctx.upstreams.length === 0 || missing.size === 0
       ? new Set<string>()
@@ -79,7 +85,8 @@ export async function pushClosure(roots: readonly string[], ctx: PushContext): P
     upload: toUpload.length,
     narBytes: toUpload.reduce((sum, info) => sum + info.narSize, 0),
   });
-  const run = new UploadRun(ctx, toUpload, confirmed);
+  // Only firn serve answers the bulk query, and only firn serve takes batches.
+  const run = new UploadRun(ctx, toUpload, confirmed, asked.bulk && ctx.batchPaths > 0);
   await run.finished();
   ctx.emit({
     event: 'done',
@@ -163,6 +170,9 @@ function isFatal(error: unknown): boolean {
   );
 }
 
+/** Batches on the wire at once: one being answered while the next fills up. */
+const BATCHES_IN_FLIGHT = 2;
+
 class UploadRun {
   uploaded = 0;
   narBytes = 0;
@@ -174,14 +184,33 @@ class UploadRun {
   readonly #signal: AbortSignal;
   readonly #nars = new Map<string, Deferred<PreparedNar>>();
   readonly #stored = new Map<string, Promise<void>>();
+  readonly #confirmed: ReadonlySet<string>;
+  /** Small paths go to the cache in batches, until it turns out not to take them. */
+  #batcher: Batcher<BatchEntry, BatchOutcome> | undefined;
   readonly #all: Promise<unknown>;
 
-  constructor(ctx: PushContext, toUpload: readonly PathInfo[], confirmed: Set<string>) {
+  constructor(
+    ctx: PushContext,
+    toUpload: readonly PathInfo[],
+    confirmed: Set<string>,
+    batches: boolean,
+  ) {
     this.#ctx = ctx;
+    this.#confirmed = confirmed;
     this.#signal =
       ctx.signal === undefined
         ? this.#abort.signal
         : AbortSignal.any([ctx.signal, this.#abort.signal]);
+    if (batches) {
+      this.#batcher = new Batcher({
+        send: (entries) => this.#sendBatch(entries),
+        sizeOf: entryBytes,
+        keyOf: (entry) => entry.info.path,
+        maxEntries: Math.min(ctx.batchPaths, BATCH_MAX_ENTRIES),
+        maxBytes: BATCH_MAX_BYTES,
+        maxInFlight: BATCHES_IN_FLIGHT,
+      });
+    }
     for (const info of toUpload) this.#nars.set(info.path, deferred());
     const queue = [
       ...toUpload.filter((info) => info.narSize >= LARGE_NAR).sort((a, b) => b.narSize - a.narSize),
@@ -218,17 +247,12 @@ class UploadRun {
       let prepared: PreparedNar | undefined;
       try {
         prepared = await prepareNar(info, physicalPath(this.#ctx.store, info.path), this.#ctx.nar);
-        const sent = await uploadNar(this.#ctx.client, prepared, {
-          checkFirst: this.#ctx.checkNarFirst,
-          signal: this.#signal,
-        });
-        this.#ctx.emit({
-          event: 'nar',
-          path: info.path,
-          narSize: prepared.narSize,
-          fileSize: prepared.fileSize,
-          sent,
-        });
+        // A small NAR travels in a batch with its narinfo, once its references are stored.
+        if (prepared.small && this.#batcher !== undefined) {
+          nar.resolve(prepared);
+          continue;
+        }
+        const sent = await this.#putNar(info, prepared);
         nar.resolve(Object.assign(prepared, { sent }));
       } catch (error) {
         await prepared?.dispose();
@@ -237,31 +261,41 @@ class UploadRun {
     }
   }
 
+  async #putNar(info: PathInfo, prepared: PreparedNar): Promise<boolean> {
+    const sent = await uploadNar(this.#ctx.client, info, prepared, {
+      checkFirst: this.#ctx.checkNarFirst,
+      signal: this.#signal,
+    });
+    this.#ctx.emit({
+      event: 'nar',
+      path: info.path,
+      narSize: prepared.narSize,
+      fileSize: prepared.fileSize,
+      sent,
+    });
+    return sent;
+  }
+
   async #store(info: PathInfo): Promise<void> {
     const started = performance.now();
     let nar: (PreparedNar & { sent?: boolean }) | undefined;
     try {
       nar = await this.#nars.get(info.path)?.promise;
       if (nar === undefined) throw new Error(`no NAR job for ${info.path}`);
-      for (const ref of info.references) {
-        if (ref === info.path) continue;
-        const stored = this.#stored.get(ref);
-        if (stored === undefined) continue; // present already, or upstream
-        try {
-          await stored;
-        } catch (refError) {
-          throw firnError(
-            'FIRN_E_PUSH_FAILED',
-            `not uploaded: its reference ${ref} was not stored`,
-            {
-              cause: refError,
-              details: { permanent: isPermanent(refError) },
-            },
-          );
-        }
-      }
+      const batched = nar.small && nar.sent === undefined && this.#batcher !== undefined;
+      const entry = batched ? batchEntry(info, nar) : undefined;
+      await this.#referencesStored(info, entry);
+      // Looked at again: the cache may have turned batches down while this path waited.
+      const batcher = entry === undefined ? undefined : this.#batcher;
       try {
-        await uploadNarInfo(this.#ctx.client, info, nar, this.#signal);
+        if (entry !== undefined && batcher !== undefined) {
+          const outcome = await batcher.add(entry);
+          if (outcome.status === 'refused') throw outcome.error;
+          nar.sent = true;
+        } else {
+          nar.sent ??= await this.#putNar(info, nar);
+          await uploadNarInfo(this.#ctx.client, info, nar, this.#signal);
+        }
       } catch (error) {
         if (!FirnError.is(error) || error.details?.serverCode !== 'FIRN_E_UPLOAD_CONFLICT')
           throw error;
@@ -275,13 +309,13 @@ class UploadRun {
       }
       this.uploaded++;
       this.narBytes += nar.narSize;
-      if (nar.sent !== false) this.fileBytes += nar.fileSize;
+      if (nar.sent) this.fileBytes += nar.fileSize;
       this.#ctx.emit({
         event: 'uploaded',
         path: info.path,
         narSize: nar.narSize,
         fileSize: nar.fileSize,
-        narSent: nar.sent !== false,
+        narSent: nar.sent,
         ms: Math.round(performance.now() - started),
       });
     } catch (error) {
@@ -290,6 +324,60 @@ class UploadRun {
     } finally {
       await nar?.dispose();
     }
+  }
+
+  /**
+   * Waits until every reference being uploaded is stored. A batched path need not wait for
+   * references queued in the open batch when it fits there too: the cache commits them first.
+   */
+  async #referencesStored(info: PathInfo, entry: BatchEntry | undefined): Promise<void> {
+    for (;;) {
+      const batcher = entry === undefined ? undefined : this.#batcher;
+      const queued = (ref: string): boolean =>
+        entry !== undefined &&
+        batcher !== undefined &&
+        batcher.hasRoom(entry) &&
+        batcher.isQueued(ref);
+      const waitFor = info.references.filter(
+        (ref) =>
+          ref !== info.path && this.#stored.has(ref) && !this.#confirmed.has(ref) && !queued(ref),
+      );
+      if (waitFor.length === 0) return;
+      for (const ref of waitFor) {
+        try {
+          await this.#stored.get(ref);
+        } catch (refError) {
+          throw firnError(
+            'FIRN_E_PUSH_FAILED',
+            `not uploaded: its reference ${ref} was not stored`,
+            {
+              cause: refError,
+              details: { permanent: isPermanent(refError) },
+            },
+          );
+        }
+      }
+    }
+  }
+
+  /** One batch to the cache; if it takes none, these entries and all later paths go one by one. */
+  async #sendBatch(entries: readonly BatchEntry[]): Promise<BatchOutcome[]> {
+    const outcomes = await postBatch(this.#ctx.client, entries, this.#signal);
+    if (outcomes !== undefined) return outcomes;
+    this.#batcher = undefined;
+    // In order, NAR then narinfo: an entry may reference an earlier one.
+    const results: BatchOutcome[] = [];
+    for (const { info, nar } of entries) {
+      try {
+        await this.#putNar(info, nar);
+        await uploadNarInfo(this.#ctx.client, info, nar, this.#signal);
+        results.push({ status: 'created' });
+      } catch (error) {
+        if (!FirnError.is(error) || isFatal(error)) throw error;
+        results.push({ status: 'refused', error });
+      }
+    }
+    return results;
   }
 
   #fail(path: string, error: unknown): void {

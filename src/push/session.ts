@@ -6,7 +6,7 @@ import { firnError } from '../errors.ts';
 import type { PushConfig } from '../config/push-config.ts';
 import { CacheClient, type RetryEvent } from './cache-client.ts';
 import { findCredentials } from './credentials.ts';
-import type { NarOptions } from './nar-upload.ts';
+import type { NarOptions } from './nar-prepare.ts';
 import {
   localStore,
   openPathInfoSource,
@@ -21,6 +21,7 @@ export interface PushSession {
   readonly source: PathInfoSource;
   readonly nar: Omit<NarOptions, 'tmpDir'>;
   readonly jobs: number;
+  readonly batchPaths: number;
   close(): void;
 }
 
@@ -87,6 +88,7 @@ export async function openPushSession(options: {
       minCompressSize: config.compressMinSize,
     },
     jobs: config.jobs,
+    batchPaths: config.batchPaths,
     close() {
       client.close();
       for (const upstream of upstreams) upstream.close();

@@ -26,6 +26,7 @@ import { registerExtras } from './routes/extras.ts';
 import { registerNar } from './routes/nar.ts';
 import { registerNarInfo } from './routes/narinfo.ts';
 import { registerOps } from './routes/ops.ts';
+import { registerPathsBatch } from './routes/paths-batch.ts';
 
 export interface AppOptions {
   readonly cache: Cache;
@@ -122,6 +123,7 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
   registerNar(app, ctx);
   registerExtras(app, ctx);
   registerOps(app, ctx);
+  registerPathsBatch(app, ctx);
 
   const flush = setInterval(() => {
     ctx.cache.index.flushTouches().catch((error: unknown) => {

@@ -123,14 +123,44 @@ export function accesses(log: string): Access[] {
   return result;
 }
 
-/** How many times each NAR file was stored by a successful PUT. */
+/**
+ * How many times each NAR file was sent and accepted: by a successful `PUT /nar/…` or as an
+ * entry of a batch (`POST /api/v1/paths`, logged per entry with its NAR).
+ */
 export function narPuts(log: string): Map<string, number> {
   const counts = new Map<string, number>();
+  const count = (url: string): void => {
+    counts.set(url, (counts.get(url) ?? 0) + 1);
+  };
   for (const access of accesses(log)) {
     if (access.method === 'PUT' && access.url.startsWith('/nar/') && access.status < 300)
-      counts.set(access.url, (counts.get(access.url) ?? 0) + 1);
+      count(access.url);
   }
+  for (const entry of batchEntries(log)) count(`/${entry.nar}`);
   return counts;
+}
+
+/** Store paths in the order the cache committed them, by PUT or batch. */
+export function committedOrder(log: string): string[] {
+  const order: string[] = [];
+  for (const line of log.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    const record = JSON.parse(line) as { msg?: string; storePath?: string; created?: boolean };
+    if (record.msg === 'path added' && record.storePath !== undefined) order.push(record.storePath);
+  }
+  return order;
+}
+
+/** The entries of batch uploads the cache accepted (stored now or found there). */
+export function batchEntries(log: string): { storePath: string; nar: string }[] {
+  const entries: { storePath: string; nar: string }[] = [];
+  for (const line of log.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    const record = JSON.parse(line) as { entry?: number; storePath?: string; nar?: string };
+    if (record.entry !== undefined && record.storePath !== undefined && record.nar !== undefined)
+      entries.push({ storePath: record.storePath, nar: record.nar });
+  }
+  return entries;
 }
 
 export function hashPart(path: string): string {

@@ -181,7 +181,21 @@ test('a drain killed halfway: the next run finishes, nothing lost, nothing uploa
     const token = await server.token('push');
     const child = spawn(
       FIRN_BIN,
-      ['drain', '--once', '--jobs', '1', '--spool', spool, '--store', store, '--cache', server.url],
+      // Small batches, so the kill lands between and inside them.
+      [
+        'drain',
+        '--once',
+        '--jobs',
+        '1',
+        '--batch-paths',
+        '4',
+        '--spool',
+        spool,
+        '--store',
+        store,
+        '--cache',
+        server.url,
+      ],
       { stdio: 'ignore', env: { ...process.env, FIRN_TOKEN: token } },
     );
     const exited = new Promise<void>((resolve) =>

@@ -7,7 +7,15 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { createServer, request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -17,7 +25,9 @@ import { makeNixEnv, type NixEnv } from '../helpers/nix.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
 import {
   accesses,
+  batchEntries,
   buildShape,
+  committedOrder,
   cacheMissing,
   hashPart,
   narPuts,
@@ -97,10 +107,9 @@ describe('a closure pushed with firn push', () => {
     assert.equal(done?.event, 'done');
     assert.deepEqual(await cacheMissing(server.url, built.paths), []);
 
-    // Each narinfo went up after the narinfos of its references.
-    const order = accesses(server.log())
-      .filter((access) => access.method === 'PUT' && access.url.endsWith('.narinfo'))
-      .map((access) => access.url.slice(1, 33));
+    // Each path was committed after its references; the small ones came in batches.
+    const order = committedOrder(server.log());
+    assert.deepEqual([...order].sort(), [...built.paths]);
     const infos = await nix.nix('nix', [
       'path-info',
       '--json',
@@ -115,19 +124,28 @@ describe('a closure pushed with firn push', () => {
     }[]) {
       for (const ref of info.references) {
         if (ref === info.path) continue;
-        assert.ok(
-          order.indexOf(hashPart(ref)) < order.indexOf(hashPart(info.path)),
-          `${ref} before ${info.path}`,
-        );
+        assert.ok(order.indexOf(ref) < order.indexOf(info.path), `${ref} before ${info.path}`);
       }
     }
+    const batched = batchEntries(server.log()).map((entry) => entry.storePath);
+    const small = built.paths.filter((path) => !/-blob-\d+$/.test(path));
+    assert.deepEqual(batched.sort(), small, 'every small path went in a batch');
+    const posts = accesses(server.log()).filter((access) => access.url === '/api/v1/paths');
+    assert.ok(posts.length >= 1 && posts.length < small.length, `${posts.length} batches`);
+    const narinfoPuts = accesses(server.log()).filter(
+      (access) => access.method === 'PUT' && access.url.endsWith('.narinfo'),
+    );
+    assert.equal(narinfoPuts.length, 2, 'only the two large paths went by PUT');
 
-    // Large NARs go up as zstd; tiny ones (under compress-min-size) uncompressed.
+    // Random (incompressible) large NARs go up as they are, named by their NAR hash; small
+    // ones under compress-min-size uncompressed too.
     const narinfo = async (path: string): Promise<string> =>
       (await fetch(`${server.url}/${hashPart(path)}.narinfo`)).text();
-    const blob = built.paths.find((path) => path.endsWith('-blob-0')) ?? '';
-    assert.match(await narinfo(blob), /^Compression: zstd$/m);
-    assert.match(await narinfo(blob), /^URL: nar\/[0-9a-z]{52}\.nar\.zst$/m);
+    const blob = await narinfo(built.paths.find((path) => path.endsWith('-blob-0')) ?? '');
+    assert.match(blob, /^Compression: none$/m);
+    const narHash = /^NarHash: sha256:([0-9a-z]{52})$/m.exec(blob)?.[1];
+    assert.ok(narHash !== undefined, blob);
+    assert.match(blob, new RegExp(`^URL: nar/${narHash}\\.nar$`, 'm'));
     const top = await narinfo(built.top);
     assert.match(top, /^Compression: none$/m);
     assert.match(top, /^URL: nar\/[0-9a-z]{52}\.nar$/m);
@@ -330,4 +348,170 @@ test('two pushes of the same closure at once (two builders, one output): both su
     key: await server.publicKey(),
     paths: [built.top],
   });
+});
+
+/** Large paths of known content beside `top`: compressible text, random noise. */
+const LARGE_PATHS = `{ salt }:
+let
+  mk = name: script: derivation {
+    inherit name salt;
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" script ];
+    PATH = "/usr/bin:/bin";
+  };
+in rec {
+  text = mk "text" "yes firn-$salt | head -c 3145728 > $out";
+  noise = mk "noise" "head -c 3145728 /dev/urandom > $out";
+  damaged = mk "damaged" "head -c 3145728 /dev/urandom > $out";
+  grown = mk "grown" "head -c 2097152 /dev/urandom > $out";
+}
+`;
+
+async function buildLarge(): Promise<Record<'text' | 'noise' | 'damaged' | 'grown', string>> {
+  const file = join(work, 'large.nix');
+  writeFileSync(file, LARGE_PATHS);
+  const salt = randomUUID();
+  const names = ['text', 'noise', 'damaged', 'grown'] as const;
+  const built = await nix.nix('nix-build', [
+    '--store',
+    store,
+    '--no-out-link',
+    file,
+    '--argstr',
+    'salt',
+    salt,
+    ...names.flatMap((name) => ['-A', name]),
+  ]);
+  const outputs = built.stdout.toString('utf8').trim().split('\n');
+  const pick = (name: string): string => {
+    const path = outputs.find((output) => output.endsWith(`-${name}`));
+    if (path === undefined) throw new Error(`nix-build printed ${outputs.join(' ')}`);
+    return path;
+  };
+  return {
+    text: pick('text'),
+    noise: pick('noise'),
+    damaged: pick('damaged'),
+    grown: pick('grown'),
+  };
+}
+
+test('large NARs: zstd when it pays, as they are when not; a damaged store path is refused with the way to repair it', async () => {
+  const large = await buildLarge();
+  await using server = await startTestServer();
+  const token = await tokenFile(server, 'large');
+  const result = await firn(pushArgs(server, token, large.text, large.noise));
+  assert.equal(result.code, 0, result.stderr);
+  const narinfo = async (path: string): Promise<string> =>
+    (await fetch(`${server.url}/${hashPart(path)}.narinfo`)).text();
+  const field = (text: string, name: string): string =>
+    new RegExp(`^${name}: (.*)$`, 'm').exec(text)?.[1] ?? '';
+  const text = await narinfo(large.text);
+  assert.equal(field(text, 'Compression'), 'zstd');
+  assert.ok(Number(field(text, 'FileSize')) * 20 < Number(field(text, 'NarSize')), text);
+  const noise = await narinfo(large.noise);
+  assert.equal(field(noise, 'Compression'), 'none');
+  assert.equal(field(noise, 'FileSize'), field(noise, 'NarSize'));
+  assert.equal(field(noise, 'FileHash'), field(noise, 'NarHash'));
+  await substitute(nix, {
+    store: join(work, 'fresh-large'),
+    url: server.url,
+    key: await server.publicKey(),
+    paths: [large.text, large.noise],
+  });
+
+  // Same size, other bytes: only the cache's hash can tell; it refuses, firn says what to do.
+  const damagedFile = join(store, large.damaged);
+  const bytes = readFileSync(damagedFile);
+  bytes[1000] = (bytes[1000] ?? 0) ^ 0xff;
+  writeFileSync(damagedFile, bytes);
+  // Longer than the database says: firn notices while sending.
+  appendFileSync(join(store, large.grown), 'more');
+  for (const path of [large.damaged, large.grown]) {
+    const refused = await firn(pushArgs(server, token, path));
+    assert.equal(refused.code, 65, refused.stderr);
+    assert.match(
+      refused.stderr,
+      new RegExp(
+        `${path} is not what the Nix database recorded.*\\[FIRN_E_UPLOAD_HASH_MISMATCH\\]`,
+      ),
+    );
+    assert.match(refused.stderr, /nix-store --verify-path/);
+  }
+  assert.deepEqual(await cacheMissing(server.url, [large.damaged, large.grown]), [
+    hashPart(large.damaged),
+    hashPart(large.grown),
+  ]);
+  const stats = (await (await fetch(`${server.url}/api/v1/stats`)).json()) as { nars: number };
+  assert.equal(stats.nars, 2, 'nothing of the refused uploads was kept');
+});
+
+test('a cache without batches (not firn, or --batch-paths 0): every path by PUT, all stored', async () => {
+  const built = await buildShape(nix, {
+    dir: work,
+    store,
+    salt: randomUUID(),
+    shape: { mids: 5, blobs: 1, blobBytes: 2 * 1024 * 1024, extra: 0 },
+  });
+  await using server = await startTestServer();
+  const token = await tokenFile(server, 'nobatch');
+  // In front of firn, a proxy that knows no batch route (as an older firn would not).
+  const refusedBatches: string[] = [];
+  const proxy = createServer((request, response) => {
+    if (request.url === '/api/v1/paths') {
+      refusedBatches.push(request.method ?? '');
+      request.resume();
+      response.writeHead(404).end('not found\n');
+      return;
+    }
+    const upstream = httpRequest(
+      `${server.url}${request.url ?? '/'}`,
+      { method: request.method, headers: request.headers },
+      (answer) => {
+        response.writeHead(answer.statusCode ?? 502, answer.headers);
+        answer.pipe(response);
+      },
+    );
+    request.pipe(upstream);
+  });
+  await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+  const address = proxy.address();
+  const proxyUrl = `http://127.0.0.1:${typeof address === 'object' && address !== null ? address.port : 0}`;
+  try {
+    const result = await firn([
+      'push',
+      '--cache',
+      proxyUrl,
+      '--token-file',
+      token,
+      '--store',
+      store,
+      built.top,
+    ]);
+    assert.equal(result.code, 0, result.stderr);
+    assert.deepEqual(refusedBatches, ['POST'], 'one batch tried, then PUTs');
+    assert.deepEqual(await cacheMissing(server.url, built.paths), []);
+    const narinfoPuts = accesses(server.log()).filter(
+      (access) => access.method === 'PUT' && access.url.endsWith('.narinfo'),
+    );
+    assert.equal(narinfoPuts.length, built.paths.length);
+  } finally {
+    await new Promise((resolve) => proxy.close(resolve));
+  }
+
+  const other = await buildShape(nix, {
+    dir: work,
+    store,
+    salt: randomUUID(),
+    shape: { mids: 3, blobs: 0, blobBytes: 0, extra: 0 },
+  });
+  const unbatched = await firn(pushArgs(server, token, '--batch-paths', '0', other.top));
+  assert.equal(unbatched.code, 0, unbatched.stderr);
+  assert.deepEqual(await cacheMissing(server.url, other.paths), []);
+  assert.equal(
+    accesses(server.log()).filter((access) => access.url === '/api/v1/paths').length,
+    0,
+    '--batch-paths 0 sends no batch',
+  );
 });

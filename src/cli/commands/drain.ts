@@ -21,6 +21,7 @@ const help: CommandHelp = {
     '--token-file FILE      a push token; else FIRN_TOKEN, else the netrc file Nix uses',
     '--json                 NDJSON events on stdout',
     '--jobs N               NARs uploaded at once (default 4)',
+    '--batch-paths N        small paths per request to firn serve (default 1000; 0: one by one)',
     '--compression, --compression-level, --compress-min-size, --upstream: as for firn push',
     '--store DIR            root of a chroot store (as nix --store DIR)',
     '--poll-interval 5s     how often to look at the spool besides watching it',

@@ -23,6 +23,7 @@ const help: CommandHelp = {
     '--json                 NDJSON events on stdout instead of progress',
     '--no-progress          plain lines even on a terminal',
     '--jobs N               NARs uploaded at once (default 4)',
+    '--batch-paths N        small paths per request to firn serve (default 1000; 0: one by one)',
     '--compression zstd|none, --compression-level N (1-19, default 3)',
     '--compress-min-size N  NARs under N bytes go uncompressed (default 4096; 0: always zstd)',
     '--upstream URL         skip paths this cache already serves (repeatable; FIRN_UPSTREAMS)',

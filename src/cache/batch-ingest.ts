@@ -1,0 +1,304 @@
+/**
+ * Many small store paths in one upload (`POST /api/v1/paths`, firn's own client only). For a
+ * closure of hundreds of small paths, two requests per path cost the server more than the
+ * paths themselves; one request carries them all. Each entry is still exactly the two PUTs a
+ * Nix client would send: its file goes through ingestNar, then its narinfo through
+ * ingestNarInfo, with every check and error code of theirs.
+ *
+ * Body: entries, each `N` (u32 big-endian) · narinfo (N bytes, UTF-8) · `F` (u32 big-endian) ·
+ * NAR file (F bytes, compressed as the narinfo says). The body ends exactly after an entry.
+ */
+import { FirnError, firnError } from '../errors.ts';
+import { MAX_NARINFO_BYTES, parseNarInfo } from '../nix/narinfo.ts';
+import { parseStorePath } from '../nix/store-path.ts';
+import type { CacheIndex, NarRecord } from './cache-index.ts';
+import type { BlobStore } from './blob-store.ts';
+import { ingestNar } from './nar-ingest.ts';
+import { ingestNarInfo } from './narinfo-ingest.ts';
+import type { SecretKey } from '../nix/signing.ts';
+
+export const PATH_BATCH_CONTENT_TYPE = 'application/x-firn-paths';
+/** Largest batch body; larger closures are several batches (and large paths are single PUTs). */
+export const MAX_BATCH_BYTES = 64 * 1024 * 1024;
+export const MAX_BATCH_ENTRIES = 10_000;
+/** NARs verified and written at once, so that their fsyncs overlap. */
+const NAR_CONCURRENCY = 8;
+const LENGTH_BYTES = 4;
+
+export interface BatchEntry {
+  /** Position in the batch, from 0. */
+  readonly index: number;
+  /** Byte offset of the entry (its narinfo length field) in the body. */
+  readonly offset: number;
+  readonly narinfo: string;
+  /** The NAR file as it would be PUT at /nar/<file name>; a view into the body. */
+  readonly file: Buffer;
+}
+
+/** One entry in the wire format, as pieces to send in order (no copy of the file). */
+export function encodeBatchEntry(narinfo: string | Uint8Array, file: Uint8Array): Uint8Array[] {
+  const text = typeof narinfo === 'string' ? Buffer.from(narinfo, 'utf8') : narinfo;
+  const narinfoLength = Buffer.alloc(LENGTH_BYTES);
+  narinfoLength.writeUInt32BE(text.length);
+  const fileLength = Buffer.alloc(LENGTH_BYTES);
+  fileLength.writeUInt32BE(file.length);
+  return [narinfoLength, text, fileLength, file];
+}
+
+export interface BatchLimits {
+  readonly maxEntries?: number;
+  readonly maxNarInfoBytes?: number;
+}
+
+/**
+ * Splits a whole batch body into entries, or refuses it as a whole: nothing may be stored from
+ * a body that is not exactly what the client meant to send.
+ */
+export function parseBatch(body: Buffer, limits: BatchLimits = {}): BatchEntry[] {
+  const maxEntries = limits.maxEntries ?? MAX_BATCH_ENTRIES;
+  const maxNarInfoBytes = limits.maxNarInfoBytes ?? MAX_NARINFO_BYTES;
+  if (body.length === 0) throw framingError(0, 0, 'the batch has no entries');
+  const entries: BatchEntry[] = [];
+  let at = 0;
+  while (at < body.length) {
+    const index = entries.length;
+    const offset = at;
+    if (index >= maxEntries) {
+      throw framingError(index, offset, `the batch has more than ${maxEntries} entries`);
+    }
+    const narinfoLength = readLength(body, at, index, 'narinfo');
+    at += LENGTH_BYTES;
+    if (narinfoLength === 0) throw framingError(index, offset, 'its narinfo length is 0');
+    if (narinfoLength > maxNarInfoBytes) {
+      throw framingError(
+        index,
+        offset,
+        `its narinfo length ${narinfoLength} exceeds the limit of ${maxNarInfoBytes} bytes`,
+      );
+    }
+    const narinfo = takeBytes(body, at, narinfoLength, index, 'narinfo');
+    at += narinfoLength;
+    const fileLength = readLength(body, at, index, 'NAR file');
+    at += LENGTH_BYTES;
+    const file = takeBytes(body, at, fileLength, index, 'NAR file');
+    at += fileLength;
+    entries.push({ index, offset, narinfo: narinfo.toString('utf8'), file });
+  }
+  return entries;
+}
+
+function readLength(body: Buffer, at: number, index: number, what: string): number {
+  if (body.length - at < LENGTH_BYTES) {
+    throw framingError(
+      index,
+      at,
+      `the body ends inside the ${what} length (${body.length - at} of ${LENGTH_BYTES} bytes)`,
+    );
+  }
+  return body.readUInt32BE(at);
+}
+
+function takeBytes(body: Buffer, at: number, length: number, index: number, what: string): Buffer {
+  if (length > body.length - at) {
+    throw framingError(
+      index,
+      at,
+      `its ${what} of ${length} bytes runs past the end of the body (${body.length - at} bytes left)`,
+    );
+  }
+  return body.subarray(at, at + length);
+}
+
+function framingError(index: number, offset: number, problem: string): FirnError {
+  return firnError(
+    'FIRN_E_BAD_REQUEST',
+    `path batch entry ${index} at byte ${offset}: ${problem}; nothing was stored`,
+    {
+      hint: 'each entry is <u32 BE narinfo length><narinfo><u32 BE file length><NAR file>, and the body ends right after the last one',
+      details: { entry: index, offset },
+    },
+  );
+}
+
+export interface BatchIngestDeps {
+  readonly blobs: BlobStore;
+  readonly index: CacheIndex;
+  readonly signingKey: SecretKey;
+  readonly storeDir: string;
+  readonly requireReferences: boolean;
+  /** Largest NAR file accepted (max-nar-size). */
+  readonly maxNarSize: number;
+}
+
+export type EntryOutcome =
+  | {
+      readonly status: 'created' | 'present';
+      readonly storePath: string;
+      /** The stored NAR, and whether this entry wrote it. */
+      readonly nar: NarRecord;
+      readonly narCreated: boolean;
+    }
+  | {
+      readonly status: 'refused';
+      readonly storePath: string | null;
+      /** An unexpected failure is FIRN_E_INTERNAL here, with the original as its cause. */
+      readonly error: FirnError;
+      /** Set when the entry's NAR was stored before its narinfo was refused. */
+      readonly nar?: NarRecord;
+      readonly narCreated?: boolean;
+    };
+
+/** What the entry's two PUT URLs would have been, read from its narinfo. */
+type Prepared =
+  | {
+      readonly ok: true;
+      readonly storePath: string;
+      readonly hashPart: string;
+      readonly fileName: string;
+    }
+  | { readonly ok: false; readonly storePath: string | null; readonly error: FirnError };
+
+type NarOutcome =
+  | { readonly ok: true; readonly record: NarRecord; readonly created: boolean }
+  | { readonly ok: false; readonly error: FirnError };
+
+/**
+ * Stores every entry as its two PUTs would. NARs are verified and written a few at a time;
+ * narinfos are committed strictly in entry order, each after its own NAR, so an entry may
+ * reference a path an earlier entry of the same batch stores. A refused entry does not stop
+ * the others. Returns one outcome per entry, in entry order.
+ */
+export async function ingestBatch(
+  deps: BatchIngestDeps,
+  entries: readonly BatchEntry[],
+  options: { readonly uploadedBy?: string | undefined } = {},
+): Promise<EntryOutcome[]> {
+  const limit = concurrencyLimit(NAR_CONCURRENCY);
+  // Every NAR is queued now, in entry order; the commits below follow them in the same order.
+  const started = entries.map((entry) => {
+    const target = prepare(entry, deps.storeDir);
+    const nar = target.ok ? limit(() => storeNar(deps, target.fileName, entry.file)) : undefined;
+    return { entry, target, nar };
+  });
+  const outcomes: EntryOutcome[] = [];
+  for (const { entry, target, nar } of started) {
+    if (!target.ok) {
+      outcomes.push({ status: 'refused', storePath: target.storePath, error: target.error });
+      continue;
+    }
+    const stored = await nar;
+    if (stored === undefined) throw new Error('a prepared batch entry has no NAR upload');
+    if (!stored.ok) {
+      outcomes.push({ status: 'refused', storePath: target.storePath, error: stored.error });
+      continue;
+    }
+    outcomes.push(await commitNarInfo(deps, entry, target, stored, options.uploadedBy));
+  }
+  return outcomes;
+}
+
+function prepare(entry: BatchEntry, storeDir: string): Prepared {
+  try {
+    const info = parseNarInfo(entry.narinfo, { storeDir });
+    const { hashPart } = parseStorePath(info.storePath, storeDir);
+    const fileName = /^nar\/([^/?#]+)$/.exec(info.url)?.[1];
+    if (fileName === undefined) {
+      const error = firnError(
+        'FIRN_E_BAD_REQUEST',
+        `narinfo for ${info.storePath} names URL ${info.url}, not nar/<file name>; a batch entry's NAR must be its own file`,
+        { hint: 'batch entries name their NAR as nar/<file hash>.nar[.xz|.zst|…]' },
+      );
+      return { ok: false, storePath: info.storePath, error };
+    }
+    return { ok: true, storePath: info.storePath, hashPart, fileName };
+  } catch (error) {
+    return { ok: false, storePath: null, error: asEntryError(error) };
+  }
+}
+
+async function storeNar(
+  deps: BatchIngestDeps,
+  fileName: string,
+  file: Buffer,
+): Promise<NarOutcome> {
+  try {
+    const result = await ingestNar(deps, {
+      fileName,
+      body: bodyOf(file),
+      maxBytes: deps.maxNarSize,
+      sizeHint: file.length,
+    });
+    return { ok: true, record: result.record, created: result.created };
+  } catch (error) {
+    return { ok: false, error: asEntryError(error) };
+  }
+}
+
+async function commitNarInfo(
+  deps: BatchIngestDeps,
+  entry: BatchEntry,
+  target: { readonly storePath: string; readonly hashPart: string },
+  nar: { readonly record: NarRecord; readonly created: boolean },
+  uploadedBy: string | undefined,
+): Promise<EntryOutcome> {
+  const stored = { nar: nar.record, narCreated: nar.created };
+  try {
+    const result = await ingestNarInfo(deps, {
+      hashPart: target.hashPart,
+      text: entry.narinfo,
+      uploadedBy,
+    });
+    return {
+      status: result.created ? 'created' : 'present',
+      storePath: result.storePath,
+      ...stored,
+    };
+  } catch (error) {
+    return {
+      status: 'refused',
+      storePath: target.storePath,
+      error: asEntryError(error),
+      ...stored,
+    };
+  }
+}
+
+/** The file as a request body delivers it: one chunk, or none at all when it is empty. */
+function bodyOf(file: Buffer): AsyncIterable<Buffer> {
+  const chunks = file.length > 0 ? [file] : [];
+  return {
+    [Symbol.asyncIterator]: () => {
+      const iterator = chunks.values();
+      return { next: () => Promise.resolve(iterator.next()) };
+    },
+  };
+}
+
+/** A refusal as the PUT would have answered it; anything unexpected is FIRN_E_INTERNAL. */
+function asEntryError(error: unknown): FirnError {
+  if (FirnError.is(error)) return error;
+  return firnError('FIRN_E_INTERNAL', 'internal error while storing this entry', {
+    cause: error,
+  });
+}
+
+/** Runs at most `size` tasks at once, starting them in the order they were handed in. */
+function concurrencyLimit(size: number): <T>(task: () => Promise<T>) => Promise<T> {
+  let running = 0;
+  const waiting: (() => void)[] = [];
+  const release = (): void => {
+    const next = waiting.shift();
+    // The slot passes straight to the next task, so no newcomer can slip in between.
+    if (next === undefined) running--;
+    else next();
+  };
+  return async <T>(task: () => Promise<T>): Promise<T> => {
+    if (running < size) running++;
+    else await new Promise<void>((resolve) => waiting.push(resolve));
+    try {
+      return await task();
+    } finally {
+      release();
+    }
+  };
+}
