@@ -148,6 +148,89 @@ async function hookLatency(
   return { hook, node, version };
 }
 
+interface Comparison {
+  readonly paths: number;
+  readonly firnTimes: number[];
+  readonly nixTimes: number[];
+  readonly cpu: Record<'firn' | 'nix', { client: number[]; server: number[] }>;
+}
+
+/** firn push and nix copy on fresh closures of `shape`, alternating which goes first. */
+async function compare(dir: string, nix: NixEnv, shape: Shape): Promise<Comparison> {
+  const store = join(dir, 'store');
+  const result: Comparison = {
+    paths: 0,
+    firnTimes: [],
+    nixTimes: [],
+    cpu: { firn: { client: [], server: [] }, nix: { client: [], server: [] } },
+  };
+  let paths = 0;
+  for (let rep = 0; rep < REPS; rep++) {
+    const closures = [
+      await buildShape(nix, { dir, store, salt: randomUUID(), shape }),
+      await buildShape(nix, { dir, store, salt: randomUUID(), shape }),
+    ];
+    paths = closures[0]?.paths.length ?? 0;
+    const order = rep % 2 === 0 ? (['firn', 'nix'] as const) : (['nix', 'firn'] as const);
+    for (const [index, tool] of order.entries()) {
+      const closure = closures[index];
+      if (closure === undefined) continue;
+      const upload = await uploadWith(tool, {
+        dir,
+        nix,
+        store,
+        root: closure.top,
+        paths: closure.paths,
+      });
+      note(
+        `${shape.blobText === true ? 'text' : 'random'} blobs, rep ${rep + 1}: ${tool} ${upload.seconds.toFixed(2)} s for ${upload.paths} paths; CPU: client ${upload.clientCpu.toFixed(2)} s, server ${upload.serverCpu.toFixed(2)} s`,
+      );
+      (tool === 'firn' ? result.firnTimes : result.nixTimes).push(upload.seconds);
+      result.cpu[tool].client.push(upload.clientCpu);
+      result.cpu[tool].server.push(upload.serverCpu);
+    }
+  }
+  return { ...result, paths };
+}
+
+function comparisonRows(label: string, run: Comparison): Row[] {
+  const firnMedian = median(run.firnTimes);
+  const nixMedian = median(run.nixTimes);
+  const cpu = (tool: 'firn' | 'nix'): string =>
+    `${median(run.cpu[tool].client).toFixed(2)} + ${median(run.cpu[tool].server).toFixed(2)}`;
+  return [
+    {
+      metric: `upload ${run.paths} paths (${SHAPE.mids} small, ${SHAPE.blobs} × ${SHAPE.blobBytes / MiB} MiB ${label}), s`,
+      firn: firnMedian.toFixed(2),
+      reference: `${nixMedian.toFixed(2)} (nix copy, zstd)`,
+      ratio: ratio(firnMedian, nixMedian),
+      goal: '≤ 0.5×',
+      met: yesNo(firnMedian <= 0.5 * nixMedian),
+    },
+    {
+      metric: `same uploads (${label}): CPU s of uploader + server (median)`,
+      firn: cpu('firn'),
+      reference: cpu('nix'),
+      ratio: ratio(
+        median(run.cpu.firn.client) + median(run.cpu.firn.server),
+        median(run.cpu.nix.client) + median(run.cpu.nix.server),
+      ),
+      goal: '(context)',
+      met: '—',
+    },
+  ];
+}
+
+function comparisonLines(label: string, run: Comparison): string[] {
+  const perPath = (tool: 'firn' | 'nix'): string =>
+    ((median(run.cpu[tool].server) * 1e3) / run.paths).toFixed(2);
+  const list = (values: number[]): string => values.map((s) => s.toFixed(2)).join(', ');
+  return [
+    `- ${label}: upload runs (s): firn ${list(run.firnTimes)}; nix copy ${list(run.nixTimes)}`,
+    `- ${label}: server CPU per path (ms, median): firn push ${perPath('firn')}, nix copy ${perPath('nix')}; server CPU per run (s): firn push ${list(run.cpu.firn.server)}; nix copy ${list(run.cpu.nix.server)}`,
+  ];
+}
+
 async function main(): Promise<void> {
   requireTools([
     { command: 'nix', pkg: 'nix-bin' },
@@ -156,64 +239,16 @@ async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'firn-bench-push-'));
   const nix = makeNixEnv(`extra-sandbox-paths = ${SANDBOX_PATHS.join(' ')}\nmax-jobs = 8`);
   try {
-    const store = join(dir, 'store');
-    const firnTimes: number[] = [];
-    const nixTimes: number[] = [];
-    const cpu = {
-      firn: { client: [] as number[], server: [] as number[] },
-      nix: { client: [] as number[], server: [] as number[] },
-    };
-    let paths = 0;
-    for (let rep = 0; rep < REPS; rep++) {
-      const closures = [
-        await buildShape(nix, { dir, store, salt: randomUUID(), shape: SHAPE }),
-        await buildShape(nix, { dir, store, salt: randomUUID(), shape: SHAPE }),
-      ];
-      paths = closures[0]?.paths.length ?? 0;
-      const order = rep % 2 === 0 ? (['firn', 'nix'] as const) : (['nix', 'firn'] as const);
-      for (const [index, tool] of order.entries()) {
-        const closure = closures[index];
-        if (closure === undefined) continue;
-        const upload = await uploadWith(tool, {
-          dir,
-          nix,
-          store,
-          root: closure.top,
-          paths: closure.paths,
-        });
-        note(
-          `rep ${rep + 1}: ${tool} ${upload.seconds.toFixed(2)} s for ${upload.paths} paths; CPU: client ${upload.clientCpu.toFixed(2)} s, server ${upload.serverCpu.toFixed(2)} s`,
-        );
-        (tool === 'firn' ? firnTimes : nixTimes).push(upload.seconds);
-        cpu[tool].client.push(upload.clientCpu);
-        cpu[tool].server.push(upload.serverCpu);
-      }
-    }
+    // Random blobs: zstd cannot shrink them (firn sends them as they are, nix copy compresses).
+    // Text blobs: both compress them, so only the rest of the difference shows.
+    const random = await compare(dir, nix, SHAPE);
+    const text = await compare(dir, nix, { ...SHAPE, blobText: true });
     const latency = await hookLatency(dir);
-    const firnMedian = median(firnTimes);
-    const nixMedian = median(nixTimes);
     const hookMedian = median(latency.hook);
     const nodeMedian = median(latency.node);
     const rows: Row[] = [
-      {
-        metric: `upload ${paths} paths (${SHAPE.mids} small, ${SHAPE.blobs} × ${SHAPE.blobBytes / MiB} MiB random), s`,
-        firn: firnMedian.toFixed(2),
-        reference: `${nixMedian.toFixed(2)} (nix copy, zstd)`,
-        ratio: ratio(firnMedian, nixMedian),
-        goal: '≤ 0.5×',
-        met: yesNo(firnMedian <= 0.5 * nixMedian),
-      },
-      {
-        metric: 'same uploads: CPU s of uploader + server (median)',
-        firn: `${median(cpu.firn.client).toFixed(2)} + ${median(cpu.firn.server).toFixed(2)}`,
-        reference: `${median(cpu.nix.client).toFixed(2)} + ${median(cpu.nix.server).toFixed(2)}`,
-        ratio: ratio(
-          median(cpu.firn.client) + median(cpu.firn.server),
-          median(cpu.nix.client) + median(cpu.nix.server),
-        ),
-        goal: '(context)',
-        met: '—',
-      },
+      ...comparisonRows('random', random),
+      ...comparisonRows('base64 text', text),
       {
         metric: `firn hook latency, median of ${HOOK_CALLS}, ms`,
         firn: hookMedian.toFixed(1),
@@ -231,8 +266,8 @@ async function main(): Promise<void> {
         '',
         table(rows),
         '',
-        `- upload runs (s): firn ${firnTimes.map((s) => s.toFixed(2)).join(', ')}; nix copy ${nixTimes.map((s) => s.toFixed(2)).join(', ')}`,
-        `- server CPU per path (ms, median): firn push ${((median(cpu.firn.server) * 1e3) / paths).toFixed(2)}, nix copy ${((median(cpu.nix.server) * 1e3) / paths).toFixed(2)}; server CPU per run (s): firn push ${cpu.firn.server.map((s) => s.toFixed(2)).join(', ')}; nix copy ${cpu.nix.server.map((s) => s.toFixed(2)).join(', ')}`,
+        ...comparisonLines('random blobs', random),
+        ...comparisonLines('text blobs', text),
         `- hook latency: median ${hookMedian.toFixed(1)} ms, p90 ${p90.toFixed(1)} ms; \`node -e 0\` ${nodeMedian.toFixed(1)} ms; \`firn --version\` ${median(latency.version).toFixed(1)} ms`,
         ...machineFacts(),
         '',

@@ -2,7 +2,8 @@
  * Getting one path's NAR ready to upload: packed by our writer straight from the store and, by
  * default, compressed with zstd. Three ways, by size and content:
  * - small NARs (most paths of a closure): one buffer, one compression call, both hashes;
- * - large compressible NARs: streamed through zstd into a spill sink that hashes the file;
+ * - large compressible NARs: streamed through zstd into a spill sink that hashes the file (the
+ *   NAR hash is the database's, checked by the cache);
  * - large NARs that zstd cannot shrink (media, archives, random data) and every large NAR when
  *   compression is off: sent as they are, streamed from the store at upload time. Their file
  *   hash is the NAR hash the Nix database records, so nothing is hashed, compressed or buffered
@@ -143,6 +144,11 @@ function* countedChunks(
   if (size !== info.narSize) throw changedPath(info, undefined, size);
 }
 
+/**
+ * Streamed through zstd into a spill sink, which hashes the compressed bytes for the file name.
+ * The NAR itself is not hashed here: the cache measures it and refuses a narinfo whose NarHash
+ * (the database's) differs; a NAR of the wrong size is caught here.
+ */
 async function compressedNar(
   info: PathInfo,
   physical: string,
@@ -155,13 +161,12 @@ async function compressedNar(
   });
   const finished = pipeline(compressor, sink);
   const input: Writable = compressor;
-  const narHash = createHash('sha256');
   let narSize = 0;
   try {
     const pool = new ChunkPool();
     for (const chunk of narChunks(physical, { pool })) {
-      narHash.update(chunk);
       narSize += chunk.length;
+      if (narSize > info.narSize) throw changedPath(info, undefined, narSize);
       options.onProgress?.(chunk.length);
       const more = input.write(chunk, () => {
         pool.release(chunk);
@@ -177,10 +182,9 @@ async function compressedNar(
     await sink.dispose();
     throw error;
   }
-  const nar: Hash = { algorithm: 'sha256', digest: narHash.digest() };
-  if (!hashesEqual(nar, info.narHash) || narSize !== info.narSize) {
+  if (narSize !== info.narSize) {
     await sink.dispose();
-    throw changedPath(info, nar, narSize);
+    throw changedPath(info, undefined, narSize);
   }
   const fileHash: Hash = { algorithm: 'sha256', digest: sink.digest };
   return {
@@ -188,9 +192,9 @@ async function compressedNar(
     compression: 'zstd',
     fileHash,
     fileSize: sink.size,
-    narHash: nar,
+    narHash: info.narHash,
     narSize,
-    hashedHere: true,
+    hashedHere: false,
     small: false,
     body: () => sink.body(),
     dispose: () => sink.dispose(),

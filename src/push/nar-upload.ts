@@ -43,8 +43,9 @@ export async function uploadNar(
 }
 
 /**
- * A NAR streamed unhashed is named by the database's hash: when the cache measures another
- * hash, the store path changed under the database, which is what the user must hear.
+ * A NAR not hashed here carries the database's NarHash (in its name or its narinfo): when the
+ * cache measures another hash, the store path changed under the database, which is what the
+ * user must hear.
  */
 export function storeChanged(error: unknown, info: PathInfo, nar: PreparedNar): unknown {
   if (
@@ -81,14 +82,18 @@ export async function uploadNarInfo(
   signal?: AbortSignal,
 ): Promise<void> {
   const text = Buffer.from(narInfoText(info, nar));
-  await client.expect(
-    {
-      method: 'PUT',
-      path: `${hashPartOf(info.path)}.narinfo`,
-      headers: { 'content-type': 'text/x-nix-narinfo', 'content-length': text.length },
-      body: () => text,
-      signal,
-    },
-    [200, 201],
-  );
+  try {
+    await client.expect(
+      {
+        method: 'PUT',
+        path: `${hashPartOf(info.path)}.narinfo`,
+        headers: { 'content-type': 'text/x-nix-narinfo', 'content-length': text.length },
+        body: () => text,
+        signal,
+      },
+      [200, 201],
+    );
+  } catch (error) {
+    throw storeChanged(error, info, nar);
+  }
 }

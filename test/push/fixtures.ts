@@ -14,7 +14,7 @@ export const SANDBOX_PATHS = ['/bin', '/usr', '/lib', '/lib64'].filter((path) =>
  * `top` ← `mid`s ← `lib`, plus `blobs` of random bytes that `top` references, and `extra` small
  * independent paths. Every builder prints a line, so each has a build log.
  */
-const EXPRESSION = `{ salt, mids, blobs, blobBytes, extra }:
+const EXPRESSION = `{ salt, mids, blobs, blobBytes, extra, blobText ? false }:
 let
   mk = name: script: derivation {
     inherit name salt;
@@ -33,7 +33,10 @@ let
     chmod +x $out/bin/run
     ln -s lib-ref $out/link
   '';
-  blob = i: mk "blob-\${toString i}" "echo building blob; head -c \${toString blobBytes} /dev/urandom > $out";
+  # Random bytes, or their base64 (compressible by about a quarter, like much real data).
+  blob = i: mk "blob-\${toString i}" (if blobText
+    then "echo building blob; head -c \${toString blobBytes} /dev/urandom | base64 -w 76 | head -c \${toString blobBytes} > $out"
+    else "echo building blob; head -c \${toString blobBytes} /dev/urandom > $out");
   midList = builtins.genList mid mids;
   blobList = builtins.genList blob blobs;
   extraList = builtins.genList (i: mk "extra-\${toString i}" "echo building extra; echo \${toString i} $salt > $out") extra;
@@ -48,6 +51,8 @@ export interface Shape {
   readonly blobs: number;
   readonly blobBytes: number;
   readonly extra: number;
+  /** Blobs of base64 text instead of random bytes: zstd shrinks them. */
+  readonly blobText?: boolean;
 }
 
 export interface Built {
@@ -94,6 +99,9 @@ export async function buildShape(
     '--arg',
     'extra',
     String(shape.extra),
+    '--arg',
+    'blobText',
+    shape.blobText === true ? 'true' : 'false',
     ...(options.extraArgs ?? []),
   ]);
   const outputs = built.stdout.toString('utf8').trim().split('\n');
