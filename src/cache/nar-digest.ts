@@ -12,6 +12,7 @@ import { brotliDecompressSync, gunzipSync, zstdDecompressSync } from 'node:zlib'
 import { FirnError, firnError } from '../errors.ts';
 import { NarParser } from '../nix/nar-reader.ts';
 import { createDecompressor, type Compression } from './compression.ts';
+import { noteTransientBytes } from './gc-pacing.ts';
 
 export interface NarFacts {
   readonly fileHash: Buffer;
@@ -147,6 +148,7 @@ export class NarDigest {
         this.#fileSize += chunk.length;
         if (this.#fileSize > this.#maxBytes) throw narTooLarge(this.#maxBytes);
         this.#fileHasher.update(chunk);
+        noteTransientBytes(chunk.length);
         if (this.#inline !== undefined) this.#parseInline(chunk);
         else if (this.#held !== undefined && this.#fileSize <= SMALL_BODY) this.#held.push(chunk);
         else await this.#feed(chunk);
