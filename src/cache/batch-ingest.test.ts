@@ -4,6 +4,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import fc from 'fast-check';
+import {
+  applyMutation,
+  byteMutation,
+  type ByteMutation,
+} from '../../test/helpers/byte-mutations.ts';
 import { makeFixture, withField, type Fixture } from '../../test/cache/upload-fixtures.ts';
 import { FirnError } from '../errors.ts';
 import { MAX_NARINFO_BYTES } from '../nix/narinfo.ts';
@@ -176,53 +181,21 @@ describe('parseBatch', () => {
     );
   });
 
-  type Mutation =
-    | { readonly kind: 'flip'; readonly at: number; readonly value: number }
-    | { readonly kind: 'insert'; readonly at: number; readonly bytes: Uint8Array }
-    | { readonly kind: 'delete'; readonly at: number; readonly count: number }
-    | { readonly kind: 'length'; readonly at: number; readonly value: number };
+  // Truncations have a property of their own above.
+  const mutationArbitrary = byteMutation({
+    cut: false,
+    lengths: fc.oneof(
+      fc.bigInt({ min: 0n, max: 600n }),
+      fc.constant(0xffffffffn),
+      fc.bigInt({ min: 0n, max: 2n ** 31n - 1n }),
+    ),
+  });
 
-  const mutationArbitrary: fc.Arbitrary<Mutation> = fc.oneof(
-    fc.record({
-      kind: fc.constant('flip' as const),
-      at: fc.nat(),
-      value: fc.integer({ min: 0, max: 255 }),
-    }),
-    fc.record({
-      kind: fc.constant('insert' as const),
-      at: fc.nat(),
-      bytes: fc.uint8Array({ minLength: 1, maxLength: 16 }),
-    }),
-    fc.record({
-      kind: fc.constant('delete' as const),
-      at: fc.nat(),
-      count: fc.integer({ min: 1, max: 16 }),
-    }),
-    fc.record({
-      kind: fc.constant('length' as const),
-      at: fc.nat(),
-      value: fc.oneof(fc.nat({ max: 600 }), fc.constant(0xffffffff), fc.nat()),
-    }),
-  );
-
-  function mutate(bytes: Buffer, mutation: Mutation): Buffer {
-    const at = mutation.at % (bytes.length + 1);
-    switch (mutation.kind) {
-      case 'flip': {
-        const out = Buffer.from(bytes);
-        if (at < out.length) out[at] = mutation.value;
-        return out;
-      }
-      case 'insert':
-        return Buffer.concat([bytes.subarray(0, at), mutation.bytes, bytes.subarray(at)]);
-      case 'delete':
-        return Buffer.concat([bytes.subarray(0, at), bytes.subarray(at + mutation.count)]);
-      case 'length': {
-        const out = Buffer.from(bytes);
-        if (at + 4 <= out.length) out.writeUInt32BE(mutation.value, at);
-        return out;
-      }
-    }
+  /** Overwrites a u32 BE at any offset (lengths are not aligned in a batch). */
+  function mutate(bytes: Buffer, mutation: ByteMutation): Buffer {
+    return applyMutation(bytes, mutation, (out, at, value) => {
+      if (at + 4 <= out.length) out.writeUInt32BE(Number(value), at);
+    });
   }
 
   test('property: mutated bodies parse to exactly their bytes or are refused with FIRN_E_BAD_REQUEST', () => {

@@ -1,6 +1,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import fc from 'fast-check';
+import {
+  applyMutation,
+  byteMutation,
+  type ByteMutation,
+} from '../../test/helpers/byte-mutations.ts';
 import { FirnError, type ErrorCode } from '../errors.ts';
 import {
   dir,
@@ -357,59 +362,17 @@ test('property: random trees survive encode → read in random chunks', () => {
   );
 });
 
-type Mutation =
-  | { readonly kind: 'flip'; readonly at: number; readonly value: number }
-  | { readonly kind: 'cut'; readonly at: number }
-  | { readonly kind: 'insert'; readonly at: number; readonly bytes: Uint8Array }
-  | { readonly kind: 'delete'; readonly at: number; readonly count: number }
-  | { readonly kind: 'length'; readonly at: number; readonly value: bigint };
+const mutationArbitrary = byteMutation({
+  cut: true,
+  lengths: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }),
+});
 
-const mutationArbitrary: fc.Arbitrary<Mutation> = fc.oneof(
-  fc.record({
-    kind: fc.constant('flip' as const),
-    at: fc.nat(),
-    value: fc.integer({ min: 0, max: 255 }),
-  }),
-  fc.record({ kind: fc.constant('cut' as const), at: fc.nat() }),
-  fc.record({
-    kind: fc.constant('insert' as const),
-    at: fc.nat(),
-    bytes: fc.uint8Array({ minLength: 1, maxLength: 16 }),
-  }),
-  fc.record({
-    kind: fc.constant('delete' as const),
-    at: fc.nat(),
-    count: fc.integer({ min: 1, max: 16 }),
-  }),
-  fc.record({
-    kind: fc.constant('length' as const),
-    at: fc.nat(),
-    value: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }),
-  }),
-);
-
-function mutate(bytes: Buffer, mutation: Mutation): Buffer {
-  const at = mutation.at % (bytes.length + 1);
-  switch (mutation.kind) {
-    case 'flip': {
-      const out = Buffer.from(bytes);
-      if (at < out.length) out[at] = mutation.value;
-      return out;
-    }
-    case 'cut':
-      return bytes.subarray(0, at);
-    case 'insert':
-      return Buffer.concat([bytes.subarray(0, at), mutation.bytes, bytes.subarray(at)]);
-    case 'delete':
-      return Buffer.concat([bytes.subarray(0, at), bytes.subarray(at + mutation.count)]);
-    case 'length': {
-      // Overwrite an aligned u64 (most are length headers) with an arbitrary value.
-      const out = Buffer.from(bytes);
-      const aligned = at - (at % 8);
-      if (aligned + 8 <= out.length) out.writeBigUInt64LE(mutation.value, aligned);
-      return out;
-    }
-  }
+/** Overwrites an aligned u64 (most are length headers) with an arbitrary value. */
+function mutate(bytes: Buffer, mutation: ByteMutation): Buffer {
+  return applyMutation(bytes, mutation, (out, at, value) => {
+    const aligned = at - (at % 8);
+    if (aligned + 8 <= out.length) out.writeBigUInt64LE(value, aligned);
+  });
 }
 
 test('property: mutated NARs are accepted or rejected with a FirnError, never anything else', () => {

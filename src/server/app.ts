@@ -20,6 +20,8 @@ import { FirnError } from '../errors.ts';
 import { requestToken } from './auth.ts';
 import type { ServerContext } from './context.ts';
 import { createMetrics } from './metrics.ts';
+import { createNarinfoAnswers } from './narinfo-answer.ts';
+import { installNarinfoConnections } from './narinfo-connection.ts';
 import { withNarinfoFastPath } from './narinfo-fast-path.ts';
 import { registerCacheInfo } from './routes/cache-info.ts';
 import { registerExtras } from './routes/extras.ts';
@@ -59,16 +61,21 @@ export async function buildApp(options: AppOptions): Promise<FastifyInstance> {
     // Our own onResponse hook writes one access line per request instead.
     logController: new LogController({ disableRequestLogging: true }),
     genReqId: nextRequestId,
-    // narinfo GET/HEAD, the hottest request, is answered before fastify sees it; the rest
-    // (and every narinfo the fast path declines) goes on to fastify's handler.
+    // narinfo GET/HEAD, the hottest request, is answered before fastify sees it: on the socket
+    // itself while a connection sends nothing else, then (on connections handed to node:http)
+    // in front of fastify's handler, which gets everything the two decline.
     serverFactory: (handler) => {
-      const server = createServer(
-        withNarinfoFastPath({ ctx, nextRequestId, closing: () => closing }, handler),
-      );
+      const narinfo = {
+        ctx,
+        answers: createNarinfoAnswers(ctx, nextRequestId),
+        closing: () => closing,
+      };
+      const server = createServer(withNarinfoFastPath(narinfo, handler));
       server.keepAliveTimeout = KEEP_ALIVE_MS;
       // Multi-GiB NARs stream for minutes; node's 300 s default would cut them off.
       server.requestTimeout = 0;
       server.setTimeout(0);
+      installNarinfoConnections(server, narinfo);
       return server;
     },
     keepAliveTimeout: KEEP_ALIVE_MS,

@@ -65,6 +65,8 @@ export async function startServer(
       closing ??= (async () => {
         // A connection whose request ends after close() began would sit in keep-alive until
         // keepAliveTimeout (65 s) and hold up the exit: close such connections as they idle.
+        // That covers those the raw narinfo path still holds, which node:http does not list:
+        // narinfo-connection.ts extends closeIdleConnections to them.
         const sweep = setInterval(() => {
           app.server.closeIdleConnections();
         }, 100);
