@@ -275,12 +275,14 @@ export class BuilderPool implements Executor {
       { ...node.drv, inputSrcs: inputs },
       { maxSilentTime: this.#options.maxSilentTime ?? 0 },
     );
-    const log = connection.takeLog();
-    if (buildSucceeded(result)) return { kind: 'built' };
+    if (buildSucceeded(result)) {
+      connection.takeLog();
+      return { kind: 'built' };
+    }
     return {
       kind: 'failed',
       message: `${result.statusName}: ${result.errorMsg.trim()}`,
-      log,
+      log: await connection.takeSettledLog(),
     };
   }
 

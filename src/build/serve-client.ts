@@ -75,6 +75,8 @@ export class ServeConnection {
   private readonly reader: WireReader;
   private readonly label: string;
   private log = '';
+  /** Log characters received so far, to tell when stderr has gone quiet. */
+  private logSeen = 0;
   private busy = false;
   private exited = false;
 
@@ -91,6 +93,7 @@ export class ServeConnection {
     child.stderr.setEncoding('utf8');
     child.stderr.on('data', (chunk: string) => {
       this.log = (this.log + chunk).slice(-LOG_TAIL_BYTES);
+      this.logSeen += chunk.length;
     });
     child.once('exit', () => (this.exited = true));
   }
@@ -236,6 +239,22 @@ export class ServeConnection {
         stopTime,
       };
     });
+  }
+
+  /**
+   * The build log since the last call, once stderr has been quiet for `quietMs` (waiting at most
+   * `maxMs`). The log and the result travel on two pipes (stderr, stdout), so a build's last
+   * lines may be read after its result: a failed build's log would lose its end, the part
+   * that says why.
+   */
+  async takeSettledLog(quietMs = 30, maxMs = 500): Promise<string> {
+    const deadline = performance.now() + maxMs;
+    for (;;) {
+      const seen = this.logSeen;
+      await new Promise((resolve) => setTimeout(resolve, quietMs));
+      if (this.logSeen === seen || this.exited || performance.now() >= deadline) break;
+    }
+    return this.takeLog();
   }
 
   /** The build log (the peer's stderr) since the last call. */

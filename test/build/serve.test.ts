@@ -79,6 +79,32 @@ test('a failing build reports its status, a clean message and the log', async (t
   assert.deepEqual(await connection.queryValidPaths([]), []);
 });
 
+test("a failed build's log is whole even when its end arrives after the result", async (t) => {
+  const { store, env, instantiate } = setup(t);
+  const drvPath = await instantiate('bad');
+  const drv = parseDerivation(readFileSync(join(store, drvPath)));
+  // The peer's stderr goes through a relay that holds every piece back 15 ms, as a busy ssh
+  // client may: the build result (stdout) is read before the end of the log.
+  const relay = `process.stdin.on('data', (d) => setTimeout(() => process.stderr.write(d), 15))`;
+  const connection = await ServeConnection.open(
+    [
+      'bash',
+      '-c',
+      `exec nix-store --serve --write --store "$0" 2> >(exec "$1" -e "$2" >&2)`,
+      store,
+      process.execPath,
+      relay,
+    ],
+    { label: 'slow-stderr', env },
+  );
+  t.after(() => {
+    connection.close();
+  });
+  const result = await connection.buildDerivation(drvPath, drv);
+  assert.equal(result.statusName, 'PermanentFailure');
+  assert.match(await connection.takeSettledLog(), /about to fail/);
+});
+
 test('a peer that is not nix-store --serve, or that dies, is FIRN_E_BUILDER_PROTOCOL', async () => {
   await assert.rejects(
     ServeConnection.open(['sh', '-c', 'echo nope >&2; exit 1'], { label: 'dead' }),
