@@ -315,30 +315,38 @@ export class BuilderPool implements Executor {
     ]
       .map(quoteWord)
       .join(' ');
-    let result;
-    try {
-      result = await this.#withSession(target, (session) =>
-        run('ssh', [...session.args, '--', command], {
-          signal,
-          env: this.#options.env ?? process.env,
-        }),
-      );
-    } catch (error) {
+    for (let attempt = 1; ; attempt++) {
+      let result;
+      try {
+        result = await this.#withSession(target, (session) =>
+          run('ssh', [...session.args, '--', command], {
+            signal,
+            env: this.#options.env ?? process.env,
+          }),
+        );
+      } catch (error) {
+        if (isAborted(signal)) return CANCELLED;
+        throw error;
+      }
       if (isAborted(signal)) return CANCELLED;
-      throw error;
-    }
-    if (isAborted(signal)) return CANCELLED;
-    if (result.code === 255) {
-      throw new Error(`ssh to ${target.name} failed while pushing: ${result.stderr.trim()}`);
-    }
-    if (result.code !== 0) {
+      if (result.code === 255) {
+        throw new Error(`ssh to ${target.name} failed while pushing: ${result.stderr.trim()}`);
+      }
+      if (result.code === 0) return { kind: 'built' };
+      // Worth another try: the cache may have been busy, and two `nix copy` runs starting at once
+      // on a builder whose narinfo disk cache is new can trip over each other in its SQLite file
+      // ("constraint failed"), a Nix 2.8 race.
+      if (attempt < PUSH_ATTEMPTS) {
+        await sleepUnlessAborted(PUSH_RETRY_MS * attempt, signal);
+        if (isAborted(signal)) return CANCELLED;
+        continue;
+      }
       return {
         kind: 'failed',
-        message: `built on ${target.name}, but pushing the outputs to ${url} failed`,
+        message: `built on ${target.name}, but pushing the outputs to ${url} failed ${PUSH_ATTEMPTS} times`,
         log: result.stderr,
       };
     }
-    return { kind: 'built' };
   }
 
   #copySources(target: SshTarget, paths: readonly string[], signal: AbortSignal): Promise<unknown> {
@@ -496,6 +504,22 @@ function isAborted(signal: AbortSignal): boolean {
 }
 
 const CANCELLED: Outcome = { kind: 'failed', message: 'cancelled', log: '' };
+
+/** Pushes of a build's outputs are tried this often, waiting PUSH_RETRY_MS × attempt between. */
+const PUSH_ATTEMPTS = 3;
+const PUSH_RETRY_MS = 300;
+
+function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
 
 /** Builders upload zstd unless the URL already says how. */
 function withCompression(url: string): string {
