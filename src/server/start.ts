@@ -2,6 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { openCache, type Cache } from '../cache/cache.ts';
+import { enableGcPacing } from '../cache/gc-pacing.ts';
 import type { ServeConfig } from '../config/serve-config.ts';
 import { firnError } from '../errors.ts';
 import { buildApp } from './app.ts';
@@ -17,6 +18,8 @@ export async function startServer(
   config: ServeConfig,
   logger: Logger = pino({ level: config.logLevel }),
 ): Promise<RunningServer> {
+  // Uploads stream GiBs through short-lived buffers: collect them as they go, not in heaps.
+  enableGcPacing();
   const cache = await openCache({
     dataDir: config.dataDir,
     keyName: config.keyName,

@@ -1,4 +1,5 @@
 import { openStorage } from '../../cache/cache.ts';
+import { enableGcPacing } from '../../cache/gc-pacing.ts';
 import { verifyCache } from '../../cache/verify.ts';
 import { formatBytes } from '../../config/sizes.ts';
 import { parseCommandArgs, type CommandHelp } from '../args.ts';
@@ -22,6 +23,8 @@ export async function run(ctx: CommandContext): Promise<number> {
   if (args === undefined) return 0;
   // `firn serve` may be running: open without repairing, so its uploads in flight survive.
   const cache = await openStorage(resolveDataDir(args.values.data, ctx.env));
+  // Every blob streams through short-lived buffers: collect them as they go.
+  enableGcPacing();
   try {
     const tty = (ctx.stderr as { isTTY?: boolean }).isTTY === true && args.values.json !== true;
     const report = await verifyCache(cache.index, cache.blobs, (done, total) => {
