@@ -7,11 +7,14 @@ import { FirnError, firnError } from '../errors.ts';
 import { COMMANDS } from './commands.ts';
 import type { CommandContext } from './context.ts';
 
-const VERSION = (
-  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
-    version: string;
-  }
-).version;
+/** Read only when asked: `firn hook` runs once per Nix build, and every millisecond shows. */
+function version(): string {
+  return (
+    JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+      version: string;
+    }
+  ).version;
+}
 
 const BUG_URL = 'https://github.com/firn-nix/firn/issues';
 
@@ -42,7 +45,7 @@ export async function main(argv: readonly string[], io: MainIo): Promise<number>
     const flag = args.shift();
     if (flag === '--debug') debug = true;
     else if (flag === '--version' || flag === '-V') {
-      io.stdout.write(`firn ${VERSION}\n`);
+      io.stdout.write(`firn ${version()}\n`);
       return 0;
     } else if (flag === '--help' || flag === '-h') {
       io.stdout.write(topLevelHelp());
