@@ -7,6 +7,39 @@
 import { appendFileSync } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { enqueue, ensureDir, spoolDirs } from './spool.ts';
+import { defaultSpoolDir, resolveSpoolDir } from './spool-dir.ts';
+
+/**
+ * The whole hook once its flags are read: find the spool (flag, FIRN_SPOOL, the config file,
+ * the default), queue what Nix built, and never throw.
+ */
+export async function hook(options: {
+  readonly flag?: string | undefined;
+  readonly configFile?: string | undefined;
+  readonly env: NodeJS.ProcessEnv;
+  readonly stderr: Writable;
+}): Promise<void> {
+  const { env, stderr } = options;
+  let spool: string | undefined;
+  try {
+    spool = await resolveSpoolDir({ flag: options.flag, env, configFile: options.configFile });
+    runHook({ outPaths: env.OUT_PATHS, drvPath: env.DRV_PATH }, spool, stderr);
+  } catch (error) {
+    // Even a bad config must not fail the build that ran this hook. Its log goes to the spool
+    // the environment names (or the default one): never to a made-up path in the cwd.
+    report(
+      spool ?? fallbackSpool(env),
+      stderr,
+      `${error instanceof Error ? error.message : String(error)}; nothing was queued`,
+    );
+  }
+}
+
+/** The spool when flags or the config file could not be read: FIRN_SPOOL, else the default. */
+export function fallbackSpool(env: NodeJS.ProcessEnv): string {
+  const fromEnv = env.FIRN_SPOOL;
+  return fromEnv !== undefined && fromEnv !== '' ? fromEnv : defaultSpoolDir(env);
+}
 
 export interface HookInput {
   /** OUT_PATHS, space-separated, as Nix sets it. */

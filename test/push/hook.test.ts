@@ -362,6 +362,19 @@ test('bad flags or config never fail the build: the hook exits 0 and says what i
   assert.equal(empty.code, 0);
   assert.match(empty.stderr, /nothing to queue/);
   assert.match(readFileSync(join(work, 'spool-flags', 'hook.log'), 'utf8'), /nothing to queue/);
+
+  // `firn hook` alone (as Nix runs it) takes bin/firn's short way: the config file still counts.
+  // (A broken one would log to root's default spool, /var/spool/firn, outside this test.)
+  const configured = join(work, 'spool-from-config');
+  const config = join(work, 'hook-config.toml');
+  writeFileSync(config, `[push]\nspool = "${configured}"\n`);
+  const viaConfig = await firn(['hook'], {
+    env: { FIRN_SPOOL: '', FIRN_CONFIG: config, OUT_PATHS: '/nix/store/aaaa-x', DRV_PATH: '' },
+    cwd,
+  });
+  assert.equal(viaConfig.code, 0, viaConfig.stderr);
+  assert.equal(pendingEntries(configured).length, 1);
+  assert.deepEqual(readdirSync(cwd), []);
 });
 
 /** A TCP proxy to the cache that can play dead: while down it resets every connection. */

@@ -1,11 +1,11 @@
 /**
  * `firn hook`: Nix's post-build-hook. Kept to the lightest imports there are (no zod, no
- * fastify, no crypto): it runs once per build, inside Nix's build loop.
+ * fastify, no crypto): it runs once per build, inside Nix's build loop. Without arguments (as
+ * Nix runs it) bin/firn skips the CLI and goes to src/cli/hook-entry.ts.
  */
 import { parseCommandArgs, type CommandHelp } from '../args.ts';
 import type { CommandContext } from '../context.ts';
-import { report, runHook } from '../../push/hook.ts';
-import { defaultSpoolDir, resolveSpoolDir } from '../../push/spool-dir.ts';
+import { fallbackSpool, hook, report } from '../../push/hook.ts';
 
 const help: CommandHelp = {
   usage: 'firn hook [--spool DIR] [--config FILE]',
@@ -27,30 +27,20 @@ const help: CommandHelp = {
 const options = { spool: { type: 'string' }, config: { type: 'string' } } as const;
 
 export async function run(ctx: CommandContext): Promise<number> {
-  let spool: string | undefined;
+  let values;
   try {
     const args = parseCommandArgs(ctx, help, options, { min: 0, max: 0 });
     if (args === undefined) return 0;
-    spool = await resolveSpoolDir({
-      flag: args.values.spool,
-      env: ctx.env,
-      configFile: args.values.config,
-    });
-    runHook({ outPaths: ctx.env.OUT_PATHS, drvPath: ctx.env.DRV_PATH }, spool, ctx.stderr);
+    values = args.values;
   } catch (error) {
-    // Even a bad flag or config must not fail the build that ran this hook. Its log goes to the
-    // spool the environment names (or the default one): never to a made-up path in the cwd.
+    // A bad flag must not fail the build that ran this hook either.
     report(
-      spool ?? fallbackSpool(ctx.env),
+      fallbackSpool(ctx.env),
       ctx.stderr,
       `${error instanceof Error ? error.message : String(error)}; nothing was queued`,
     );
+    return 0;
   }
+  await hook({ flag: values.spool, configFile: values.config, env: ctx.env, stderr: ctx.stderr });
   return 0;
-}
-
-/** The spool when flags or the config file could not be read: FIRN_SPOOL, else the default. */
-function fallbackSpool(env: NodeJS.ProcessEnv): string {
-  const fromEnv = env.FIRN_SPOOL;
-  return fromEnv !== undefined && fromEnv !== '' ? fromEnv : defaultSpoolDir(env);
 }
