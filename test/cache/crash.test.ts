@@ -1,5 +1,6 @@
 /**
- * `firn serve` killed with SIGKILL at random moments while several uploads stream in, then
+ * `firn serve` killed with SIGKILL at random moments while several uploads stream in (PUTs as
+ * `nix copy` sends them, or batches as `firn push` sends them), then
  * restarted on the same data directory, round after round. After every restart nothing
  * half-made is visible: every narinfo served has its whole NAR, no temp file is left, and the
  * interrupted uploads are accepted again. At the end `firn cache verify` and
@@ -11,6 +12,7 @@ import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync }
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { encodeBatchEntry, PATH_BATCH_CONTENT_TYPE } from '../../src/cache/batch-ingest.ts';
 import { firn } from '../helpers/firn.ts';
 import { makeNixEnv } from '../helpers/nix.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
@@ -219,4 +221,87 @@ test('kill -9 during uploads, restart, repeat: nothing half-made is ever served'
   assert.equal(parsed.checked, fixtures.length);
   assert.deepEqual(parsed.problems, []);
   assert.deepEqual(readdirSync(join(dataDir, 'blobs', 'tmp')), []);
+});
+
+test('kill -9 during batch uploads (firn push), restart, repeat: nothing half-made is ever served', async (t) => {
+  const work = mkdtempSync(join(tmpdir(), 'firn-crash-batch-'));
+  const nix = makeNixEnv();
+  t.after(() => {
+    nix[Symbol.dispose]();
+    rmSync(work, { recursive: true, force: true });
+  });
+  const dataDir = join(work, 'data');
+  // Each chain is one batch, its paths in order: each references the one before, in the batch.
+  const chains: Fixture[][] = [];
+  for (let c = 0; c < CHAINS; c++) {
+    const chain: Fixture[] = [];
+    for (let i = 0; i < CHAIN_LENGTH; i++) {
+      const nar = await dumpTree(
+        nix,
+        join(work, 'trees', `${c}-${i}`),
+        randomInt(1 << 19, 1 << 20),
+      );
+      const previous = chain.at(-1);
+      chain.push(
+        fixtureFromNar(nar, {
+          storePath: `/nix/store/${randomHashPart()}-batch-${c}-${i}`,
+          compression: i % 2 === 0 ? 'zstd' : 'none',
+          references: previous === undefined ? [] : [previous.baseName],
+        }),
+      );
+    }
+    chains.push(chain);
+  }
+  const fixtures = chains.flat();
+  const postChains = async (target: TestServer, token: string): Promise<number[]> => {
+    const statuses: number[] = [];
+    await Promise.all(
+      chains.map(async (chain) => {
+        const body = Buffer.concat(
+          chain.flatMap((fixture) => encodeBatchEntry(fixture.narinfo, fixture.file)),
+        );
+        try {
+          const response = await fetch(`${target.url}/api/v1/paths`, {
+            method: 'POST',
+            body: tricklingBody(body),
+            duplex: 'half',
+            headers: { ...bearer(token), 'content-type': PATH_BATCH_CONTENT_TYPE },
+          });
+          await response.arrayBuffer();
+          statuses.push(response.status);
+        } catch (error) {
+          if (!(error instanceof TypeError && error.message === 'fetch failed')) throw error;
+        }
+      }),
+    );
+    return statuses;
+  };
+
+  let server = await startTestServer({ dataDir });
+  const token = await server.token('push');
+  let lastServed = 0;
+  try {
+    for (let round = 0; round < 6; round++) {
+      const uploads = postChains(server, token);
+      await new Promise((resolve) => setTimeout(resolve, randomInt(30, 400)));
+      await server.kill();
+      for (const status of await uploads) assert.equal(status, 200, `round ${round}`);
+      server = await startTestServer({ dataDir });
+      assert.deepEqual(readdirSync(join(dataDir, 'blobs', 'tmp')), []);
+      const served = await assertConsistent(server, fixtures);
+      assert.ok(served >= lastServed, 'what was committed stays committed');
+      lastServed = served;
+      t.diagnostic(`round ${round}: ${served} paths served after the restart`);
+    }
+    // Uninterrupted, every batch goes through whole.
+    assert.deepEqual(await postChains(server, token), Array<number>(CHAINS).fill(200));
+    assert.equal(await assertConsistent(server, fixtures), fixtures.length);
+  } finally {
+    await server.kill();
+  }
+  const report = await firn(['cache', 'verify', '--data', dataDir, '--json']);
+  assert.equal(report.code, 0, report.stdout.toString() + report.stderr);
+  const parsed = JSON.parse(report.stdout.toString()) as { checked: number; problems: unknown[] };
+  assert.equal(parsed.checked, fixtures.length);
+  assert.deepEqual(parsed.problems, []);
 });
