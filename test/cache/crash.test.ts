@@ -36,6 +36,36 @@ async function dumpTree(
   return (await nix.nix('nix-store', ['--dump', dir])).stdout;
 }
 
+/** CHAINS chains of CHAIN_LENGTH paths, each referencing the one before it in its chain. */
+async function makeChains(
+  nix: ReturnType<typeof makeNixEnv>,
+  work: string,
+  options: {
+    readonly name: string;
+    readonly blobBytes: () => number;
+    readonly compression: (index: number) => 'zstd' | 'none';
+  },
+): Promise<Fixture[][]> {
+  const chains: Fixture[][] = [];
+  for (let c = 0; c < CHAINS; c++) {
+    const chain: Fixture[] = [];
+    for (let i = 0; i < CHAIN_LENGTH; i++) {
+      const tree = join(work, 'trees', `${options.name}-${c}-${i}`);
+      const nar = await dumpTree(nix, tree, options.blobBytes());
+      const previous = chain.at(-1);
+      chain.push(
+        fixtureFromNar(nar, {
+          storePath: `/nix/store/${randomHashPart()}-${options.name}-${c}-${i}`,
+          compression: options.compression(i),
+          references: previous === undefined ? [] : [previous.baseName],
+        }),
+      );
+    }
+    chains.push(chain);
+  }
+  return chains;
+}
+
 /** A request body that trickles in 32 KiB pieces (~16 MB/s), so a kill lands mid-upload. */
 function tricklingBody(bytes: Buffer): ReadableStream<Uint8Array> {
   let offset = 0;
@@ -144,26 +174,11 @@ test('kill -9 during uploads, restart, repeat: nothing half-made is ever served'
   });
   const dataDir = join(work, 'data');
 
-  const chains: Fixture[][] = [];
-  for (let c = 0; c < CHAINS; c++) {
-    const chain: Fixture[] = [];
-    for (let i = 0; i < CHAIN_LENGTH; i++) {
-      const nar = await dumpTree(
-        nix,
-        join(work, 'trees', `${c}-${i}`),
-        randomInt(1 << 20, 3 << 20),
-      );
-      const previous = chain.at(-1);
-      chain.push(
-        fixtureFromNar(nar, {
-          storePath: `/nix/store/${randomHashPart()}-crash-${c}-${i}`,
-          compression: 'zstd',
-          references: previous === undefined ? [] : [previous.baseName],
-        }),
-      );
-    }
-    chains.push(chain);
-  }
+  const chains = await makeChains(nix, work, {
+    name: 'crash',
+    blobBytes: () => randomInt(1 << 20, 3 << 20),
+    compression: () => 'zstd',
+  });
   const fixtures = chains.flat();
 
   let server = await startTestServer({ dataDir });
@@ -232,26 +247,11 @@ test('kill -9 during batch uploads (firn push), restart, repeat: nothing half-ma
   });
   const dataDir = join(work, 'data');
   // Each chain is one batch, its paths in order: each references the one before, in the batch.
-  const chains: Fixture[][] = [];
-  for (let c = 0; c < CHAINS; c++) {
-    const chain: Fixture[] = [];
-    for (let i = 0; i < CHAIN_LENGTH; i++) {
-      const nar = await dumpTree(
-        nix,
-        join(work, 'trees', `${c}-${i}`),
-        randomInt(1 << 19, 1 << 20),
-      );
-      const previous = chain.at(-1);
-      chain.push(
-        fixtureFromNar(nar, {
-          storePath: `/nix/store/${randomHashPart()}-batch-${c}-${i}`,
-          compression: i % 2 === 0 ? 'zstd' : 'none',
-          references: previous === undefined ? [] : [previous.baseName],
-        }),
-      );
-    }
-    chains.push(chain);
-  }
+  const chains = await makeChains(nix, work, {
+    name: 'batch',
+    blobBytes: () => randomInt(1 << 19, 1 << 20),
+    compression: (index) => (index % 2 === 0 ? 'zstd' : 'none'),
+  });
   const fixtures = chains.flat();
   const postChains = async (target: TestServer, token: string): Promise<number[]> => {
     const statuses: number[] = [];
