@@ -284,13 +284,11 @@ class UploadRun {
       if (nar === undefined) throw new Error(`no NAR job for ${info.path}`);
       const batched = nar.small && nar.sent === undefined && this.#batcher !== undefined;
       const entry = batched ? batchEntry(info, nar) : undefined;
-      await this.#referencesStored(info, entry);
-      // Looked at again: the cache may have turned batches down while this path waited.
-      const batcher = entry === undefined ? undefined : this.#batcher;
+      const { batched: outcome } = await this.#referencesStored(info, entry);
       try {
-        if (entry !== undefined && batcher !== undefined) {
-          const outcome = await batcher.add(entry);
-          if (outcome.status === 'refused') throw outcome.error;
+        if (outcome !== undefined) {
+          const result = await outcome;
+          if (result.status === 'refused') throw result.error;
           nar.sent = true;
         } else {
           nar.sent ??= await this.#putNar(info, nar);
@@ -329,8 +327,14 @@ class UploadRun {
   /**
    * Waits until every reference being uploaded is stored. A batched path need not wait for
    * references queued in the open batch when it fits there too: the cache commits them first.
+   * Such a path is added to the batch here, in the same turn as the last look at the batch, so
+   * that batch cannot leave in between; `batched` is then its outcome. (Undefined when the path
+   * goes by PUT: not small, or the cache turned batches down while it waited.)
    */
-  async #referencesStored(info: PathInfo, entry: BatchEntry | undefined): Promise<void> {
+  async #referencesStored(
+    info: PathInfo,
+    entry: BatchEntry | undefined,
+  ): Promise<{ batched?: Promise<BatchOutcome> }> {
     for (;;) {
       const batcher = entry === undefined ? undefined : this.#batcher;
       const queued = (ref: string): boolean =>
@@ -342,7 +346,9 @@ class UploadRun {
         (ref) =>
           ref !== info.path && this.#stored.has(ref) && !this.#confirmed.has(ref) && !queued(ref),
       );
-      if (waitFor.length === 0) return;
+      if (waitFor.length === 0) {
+        return entry === undefined || batcher === undefined ? {} : { batched: batcher.add(entry) };
+      }
       for (const ref of waitFor) {
         try {
           await this.#stored.get(ref);

@@ -526,3 +526,27 @@ test('a cache without batches (not firn, or --batch-paths 0): every path by PUT,
     '--batch-paths 0 sends no batch',
   );
 });
+
+test('small batches: a path whose reference left in the batch before waits for it (no refusals)', async () => {
+  const built = await buildShape(nix, {
+    dir: work,
+    store,
+    salt: randomUUID(),
+    shape: { mids: 12, blobs: 0, blobBytes: 0, extra: 0 },
+  });
+  await using server = await startTestServer();
+  const token = await tokenFile(server, 'small-batches');
+  const result = await firn(pushArgs(server, token, '--batch-paths', '3', built.top));
+  assert.equal(result.code, 0, result.stderr);
+  assert.deepEqual(await cacheMissing(server.url, built.paths), []);
+  const posts = accesses(server.log()).filter((access) => access.url === '/api/v1/paths');
+  assert.ok(posts.length >= Math.ceil(built.paths.length / 3), `${posts.length} batches`);
+  assert.ok(
+    posts.every((post) => post.status === 200),
+    'every batch answered',
+  );
+  assert.ok(!server.log().includes('"path refused"'), 'no entry was refused');
+  const order = committedOrder(server.log());
+  const lib = built.paths.find((path) => path.endsWith('-lib')) ?? '';
+  assert.equal(order[0], lib, 'lib, which every mid references, was committed first');
+});
