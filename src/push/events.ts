@@ -20,7 +20,10 @@ export type PushEvent =
       readonly narBytes: number;
     }
   | {
-      /** A NAR is in the cache (its narinfo may still wait for its references). */
+      /**
+       * A NAR sent by itself is in the cache (its narinfo may still wait for its references).
+       * Paths sent in a batch have no such event: their NAR and narinfo arrive together.
+       */
       readonly event: 'nar';
       readonly path: string;
       readonly narSize: number;
