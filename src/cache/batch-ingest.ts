@@ -3,10 +3,7 @@
  * closure of hundreds of small paths, two requests per path cost the server more than the
  * paths themselves; one request carries them all. Each entry is still exactly the two PUTs a
  * Nix client would send: its file goes through ingestNar, then its narinfo through
- * ingestNarInfo, with every check and error code of theirs.
- *
- * Body: entries, each `N` (u32 big-endian) · narinfo (N bytes, UTF-8) · `F` (u32 big-endian) ·
- * NAR file (F bytes, compressed as the narinfo says). The body ends exactly after an entry.
+ * ingestNarInfo, with every check and error code of theirs. The format: batch-wire.ts.
  */
 import { FirnError, firnError } from '../errors.ts';
 import { MAX_NARINFO_BYTES, parseNarInfo } from '../nix/narinfo.ts';
@@ -16,14 +13,17 @@ import type { BlobStore } from './blob-store.ts';
 import { ingestNar } from './nar-ingest.ts';
 import { ingestNarInfo } from './narinfo-ingest.ts';
 import type { SecretKey } from '../nix/signing.ts';
+import { LENGTH_BYTES, MAX_BATCH_ENTRIES } from './batch-wire.ts';
 
-export const PATH_BATCH_CONTENT_TYPE = 'application/x-firn-paths';
-/** Largest batch body; larger closures are several batches (and large paths are single PUTs). */
-export const MAX_BATCH_BYTES = 64 * 1024 * 1024;
-export const MAX_BATCH_ENTRIES = 10_000;
+export {
+  encodeBatchEntry,
+  MAX_BATCH_BYTES,
+  MAX_BATCH_ENTRIES,
+  PATH_BATCH_CONTENT_TYPE,
+} from './batch-wire.ts';
+
 /** NARs verified and written at once, so that their fsyncs overlap. */
 const NAR_CONCURRENCY = 8;
-const LENGTH_BYTES = 4;
 
 export interface BatchEntry {
   /** Position in the batch, from 0. */
@@ -33,16 +33,6 @@ export interface BatchEntry {
   readonly narinfo: string;
   /** The NAR file as it would be PUT at /nar/<file name>; a view into the body. */
   readonly file: Buffer;
-}
-
-/** One entry in the wire format, as pieces to send in order (no copy of the file). */
-export function encodeBatchEntry(narinfo: string | Uint8Array, file: Uint8Array): Uint8Array[] {
-  const text = typeof narinfo === 'string' ? Buffer.from(narinfo, 'utf8') : narinfo;
-  const narinfoLength = Buffer.alloc(LENGTH_BYTES);
-  narinfoLength.writeUInt32BE(text.length);
-  const fileLength = Buffer.alloc(LENGTH_BYTES);
-  fileLength.writeUInt32BE(file.length);
-  return [narinfoLength, text, fileLength, file];
 }
 
 export interface BatchLimits {

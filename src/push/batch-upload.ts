@@ -5,6 +5,7 @@
  * may reference an earlier one). On a closure of hundreds of small paths this saves both ends
  * two HTTP exchanges per path. Any other cache answers 404/405; the caller then falls back.
  */
+import { encodeBatchEntry, PATH_BATCH_CONTENT_TYPE } from '../cache/batch-wire.ts';
 import { FirnError, firnError } from '../errors.ts';
 import type { CacheClient } from './cache-client.ts';
 import type { PreparedNar } from './nar-prepare.ts';
@@ -12,7 +13,7 @@ import { narInfoText } from './nar-upload.ts';
 import type { PathInfo } from './path-info.ts';
 
 export const BATCH_PATH = 'api/v1/paths';
-/** What one request carries at most; the cache takes up to 64 MiB. */
+/** What one request carries at most; the cache takes up to MAX_BATCH_BYTES (64 MiB). */
 export const BATCH_MAX_BYTES = 8 * 1024 * 1024;
 export const BATCH_MAX_ENTRIES = 1000;
 
@@ -38,17 +39,13 @@ export function entryBytes(entry: BatchEntry): number {
 }
 
 export function encodeBatch(entries: readonly BatchEntry[]): Buffer {
-  const parts: Buffer[] = [];
-  for (const { info, nar, text } of entries) {
-    const file = nar.body();
-    if (!Buffer.isBuffer(file)) throw new Error(`${info.path}: only in-memory NARs are batched`);
-    const narInfoLength = Buffer.allocUnsafe(4);
-    narInfoLength.writeUInt32BE(text.length);
-    const fileLength = Buffer.allocUnsafe(4);
-    fileLength.writeUInt32BE(file.length);
-    parts.push(narInfoLength, text, fileLength, file);
-  }
-  return Buffer.concat(parts);
+  return Buffer.concat(
+    entries.flatMap(({ info, nar, text }) => {
+      const file = nar.body();
+      if (!Buffer.isBuffer(file)) throw new Error(`${info.path}: only in-memory NARs are batched`);
+      return encodeBatchEntry(text, file);
+    }),
+  );
 }
 
 /**
@@ -64,7 +61,7 @@ export async function postBatch(
   const spec = {
     method: 'POST',
     path: BATCH_PATH,
-    headers: { 'content-type': 'application/x-firn-paths', 'content-length': body.length },
+    headers: { 'content-type': PATH_BATCH_CONTENT_TYPE, 'content-length': body.length },
     body: () => body,
     signal,
   } as const;
