@@ -195,11 +195,12 @@ export class FsBlobStore implements BlobStore {
   }
 
   async put(
-    key: string,
+    keyOrName: string | (() => string),
     source: AsyncIterable<Buffer> | Iterable<Buffer>,
     options: PutOptions = {},
   ): Promise<PutResult> {
-    const target = this.#path(key);
+    // A key given now is checked before any byte is written.
+    if (typeof keyOrName === 'string') this.#path(keyOrName);
     const temp = join(this.#tmp, `${process.pid}-${threadId}-${++tempCounter}.tmp`);
     const file = new TempFile(temp);
     try {
@@ -218,6 +219,8 @@ export class FsBlobStore implements BlobStore {
       ]);
       if (checked.status === 'rejected') throw checked.reason;
       if (synced.status === 'rejected') throw synced.reason;
+      const key = typeof keyOrName === 'string' ? keyOrName : keyOrName();
+      const target = this.#path(key);
       if (options.overwrite !== true) {
         const existing = await this.head(key);
         if (existing !== undefined) {

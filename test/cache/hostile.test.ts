@@ -743,3 +743,95 @@ describe('limits', () => {
     assert.equal((await upload(small.url, pushToken, fits)).narinfo, 201);
   });
 });
+
+describe('NARs the cache names (POST /api/v1/nar, firn push)', () => {
+  const post = (
+    body: Uint8Array,
+    compression = 'zstd',
+    auth: string | null = token,
+    url = server.url,
+  ): Promise<Response> =>
+    fetch(`${url}/api/v1/nar?compression=${compression}`, {
+      method: 'POST',
+      body,
+      headers: {
+        'content-type': 'application/x-nix-nar',
+        ...(auth === null ? {} : bearer(auth)),
+      },
+    });
+
+  test('stored under the hash of its bytes, with what the cache measured; a narinfo can name it', async () => {
+    const fixture = makeFixture({ size: 300_000 });
+    const response = await post(fixture.file);
+    assert.equal(response.status, 201);
+    assert.deepEqual(await response.json(), {
+      url: `nar/${fixture.fileName}`,
+      compression: 'zstd',
+      fileHash: formatHash(sha256(fixture.file)),
+      fileSize: fixture.file.length,
+      narHash: formatHash(fixture.info.narHash),
+      narSize: fixture.nar.length,
+    });
+    const again = await post(fixture.file);
+    assert.equal(again.status, 200, 'the same bytes again: already there');
+    await again.arrayBuffer();
+    const narinfo = await putNarInfo(fixture);
+    assert.equal(narinfo.status, 201, await narinfo.text());
+    assert.equal(await narinfoStatus(fixture), 200);
+  });
+
+  test('bytes that are not what the compression says, or no NAR inside, store nothing', async () => {
+    const before = await stats(server.url);
+    const fixture = makeFixture({ size: 50_000, compression: 'none' });
+    await assertRefused(await post(fixture.file), 400, 'FIRN_E_UPLOAD_HASH_MISMATCH', /decompress/);
+    await assertRefused(
+      await post(zstdCompressSync(Buffer.from('not a NAR at all'))),
+      400,
+      'FIRN_E_NAR_BAD_MAGIC',
+    );
+    await assertRefused(await post(fixture.file, 'lzma'), 400, 'FIRN_E_BAD_REQUEST', /lzma/);
+    await assertNoTempFiles();
+    assert.deepEqual(await stats(server.url), before);
+  });
+
+  test('needs a push token', async () => {
+    const fixture = makeFixture();
+    await assertRefused(await post(fixture.file, 'zstd', null), 401, 'FIRN_E_AUTH_REQUIRED');
+    await assertRefused(await post(fixture.file, 'zstd', readToken), 403, 'FIRN_E_AUTH_FORBIDDEN');
+  });
+
+  test('cut off midway (chunked, as firn push sends it): no temp file, no record', async () => {
+    const fixture = makeFixture({ size: 2 << 20 });
+    const before = await stats(server.url);
+    const half = fixture.file.subarray(0, fixture.file.length >> 1);
+    await rawUpload(
+      [
+        {
+          bytes:
+            `POST /api/v1/nar?compression=zstd HTTP/1.1\r\nHost: 127.0.0.1\r\n` +
+            `Authorization: Bearer ${token}\r\nTransfer-Encoding: chunked\r\n\r\n`,
+        },
+        { bytes: `${half.length.toString(16)}\r\n` },
+        { bytes: half },
+        { bytes: '\r\n', delayMs: 50 },
+      ],
+      'destroy',
+    );
+    await assertNoTempFiles();
+    assert.deepEqual(await stats(server.url), before);
+  });
+
+  test('larger than max-nar-size: 413, nothing kept', async (t) => {
+    const small = await startTestServer({ env: { FIRN_MAX_NAR_SIZE: '64K' } });
+    t.after(() => small[Symbol.asyncDispose]());
+    const pushToken = await small.token('push');
+    const fixture = makeFixture({ size: 200_000, compression: 'none' });
+    await assertRefused(
+      await post(fixture.file, 'none', pushToken, small.url),
+      413,
+      'FIRN_E_INPUT_TOO_LARGE',
+    );
+    assert.deepEqual(readdirSync(join(small.dataDir, 'blobs', 'tmp')), []);
+    assert.equal((await stats(small.url)).nars, 0);
+  });
+});
