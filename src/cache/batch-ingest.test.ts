@@ -364,9 +364,7 @@ describe('ingestBatch', () => {
     const slow = withPut(async (key, source, options) => {
       running++;
       most = Math.max(most, running);
-      await new Promise((resolve) =>
-        setTimeout(resolve, (typeof key === 'string' ? delays.get(key) : undefined) ?? 0),
-      );
+      await new Promise((resolve) => setTimeout(resolve, delays.get(key) ?? 0));
       try {
         return await blobs.put(key, source, options);
       } finally {

@@ -57,13 +57,9 @@ export interface BlobStore {
   ): Promise<BlobBody | undefined>;
   /** Optional: the blob as a {@link BlobFile}, for stores that hold real files. */
   openFile?(key: string): Promise<BlobFile | undefined>;
-  /**
-   * Streams `source` into the store atomically: either the whole blob becomes visible or nothing.
-   * `key` may be a function, called once the bytes are in and `beforeCommit` has run, for blobs
-   * named by what they hash to (a NAR whose name the uploader did not know).
-   */
+  /** Streams `source` into the store atomically: either the whole blob becomes visible or nothing. */
   put(
-    key: string | (() => string),
+    key: string,
     source: Readable | AsyncIterable<Buffer> | Iterable<Buffer>,
     options?: PutOptions,
   ): Promise<PutResult>;

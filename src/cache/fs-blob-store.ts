@@ -195,12 +195,11 @@ export class FsBlobStore implements BlobStore {
   }
 
   async put(
-    keyOrName: string | (() => string),
+    key: string,
     source: AsyncIterable<Buffer> | Iterable<Buffer>,
     options: PutOptions = {},
   ): Promise<PutResult> {
-    // A key given now is checked before any byte is written.
-    if (typeof keyOrName === 'string') this.#path(keyOrName);
+    const target = this.#path(key);
     const temp = join(this.#tmp, `${process.pid}-${threadId}-${++tempCounter}.tmp`);
     const file = new TempFile(temp);
     try {
@@ -219,8 +218,6 @@ export class FsBlobStore implements BlobStore {
       ]);
       if (checked.status === 'rejected') throw checked.reason;
       if (synced.status === 'rejected') throw synced.reason;
-      const key = typeof keyOrName === 'string' ? keyOrName : keyOrName();
-      const target = this.#path(key);
       if (options.overwrite !== true) {
         const existing = await this.head(key);
         if (existing !== undefined) {

@@ -8,10 +8,10 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { firnError } from '../errors.ts';
 import { formatHash } from '../nix/hash.ts';
-import { decodeNix32, encodeNix32, nix32Length } from '../nix/nix-base32.ts';
+import { decodeNix32, nix32Length } from '../nix/nix-base32.ts';
 import type { BlobStore } from './blob-store.ts';
 import type { CacheIndex, NarRecord } from './cache-index.ts';
-import { narExtension, splitNarFileName, type Compression } from './compression.ts';
+import { splitNarFileName, type Compression } from './compression.ts';
 import { NarDigest, narTooLarge, type NarFacts } from './nar-digest.ts';
 
 export interface NarIngestDeps {
@@ -83,66 +83,18 @@ export async function ingestNar(deps: NarIngestDeps, upload: NarUpload): Promise
     },
   });
   if (facts === undefined) throw new Error('NAR digest finished without facts');
-  return recordNar(deps.index, key, compression, facts);
-}
-
-export interface UnnamedNarUpload extends Omit<NarUpload, 'fileName'> {
-  readonly compression: Compression;
-}
-
-/**
- * A NAR whose uploader did not know its file hash (it compressed while sending): stored under
- * the name its bytes hash to, with every check `ingestNar` makes but the name's. firn push uses
- * it so that a large NAR need not be compressed into a temp file first to learn its name.
- */
-export async function ingestUnnamedNar(
-  deps: NarIngestDeps,
-  upload: UnnamedNarUpload,
-): Promise<NarIngestResult> {
-  const { compression } = upload;
-  const digest = new NarDigest(compression, upload.maxBytes ?? Number.MAX_SAFE_INTEGER);
-  let facts: NarFacts | undefined;
-  let key: string | undefined;
-  await deps.blobs.put(
-    () => {
-      if (key === undefined) throw new Error('NAR named before it was measured');
-      return key;
-    },
-    digest.through(upload.body),
-    {
-      ...(upload.signal === undefined ? {} : { signal: upload.signal }),
-      // Same name, same bytes: a blob another upload put there meanwhile is simply replaced.
-      overwrite: true,
-      beforeCommit: async () => {
-        facts = await digest.result();
-        key = `nar/${encodeNix32(digest.fileHash)}${narExtension(compression)}`;
-      },
-    },
-  );
-  if (facts === undefined || key === undefined)
-    throw new Error('NAR digest finished without facts');
-  return recordNar(deps.index, key, compression, facts);
-}
-
-/** The index row of a NAR just stored; the first one if another upload committed it first. */
-async function recordNar(
-  index: CacheIndex,
-  key: string,
-  compression: Compression,
-  facts: NarFacts,
-): Promise<NarIngestResult> {
   const record: NarRecord = {
     key,
     compression,
-    fileHash: formatHash({ algorithm: 'sha256', digest: facts.fileHash }),
+    fileHash: formatHash({ algorithm: 'sha256', digest: fileHash }),
     fileSize: facts.fileSize,
     narHash: formatHash({ algorithm: 'sha256', digest: facts.narHash }),
     narSize: facts.narSize,
     createdAt: Date.now(),
   };
-  if (await index.putNar(record)) return { record, created: true };
+  if (await deps.index.putNar(record)) return { record, created: true };
   // Another upload of the same NAR committed first; its record is the one kept.
-  const first = await index.getNar(key);
+  const first = await deps.index.getNar(key);
   if (first === undefined) throw new Error(`NAR ${key} vanished during commit`);
   return { record: first, created: false };
 }

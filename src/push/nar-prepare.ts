@@ -2,9 +2,8 @@
  * Getting one path's NAR ready to upload: packed by our writer straight from the store and, by
  * default, compressed with zstd. Three ways, by size and content:
  * - small NARs (most paths of a closure): one buffer, one compression call, both hashes;
- * - large compressible NARs: to firn serve, compressed while they are sent (the cache names the
- *   file and says what it measured); to other caches, streamed through zstd into a spill sink
- *   that hashes the file (the NAR hash is the database's, checked by the cache);
+ * - large compressible NARs: streamed through zstd into a spill sink that hashes the file (the
+ *   NAR hash is the database's, checked by the cache);
  * - large NARs that zstd cannot shrink (media, archives, random data) and every large NAR when
  *   compression is off: sent as they are, streamed from the store at upload time. Their file
  *   hash is the NAR hash the Nix database records, so nothing is hashed, compressed or buffered
@@ -40,20 +39,6 @@ export interface NarOptions {
   readonly tmpDir: string;
   /** Compressed NARs up to this size stay in memory; larger ones go to a temp file. */
   readonly memoryLimit?: number;
-  /**
-   * The cache names NARs itself (firn serve's `POST /api/v1/nar`): a large compressible NAR is
-   * then compressed while it is sent, not into a temp file first to learn its hash.
-   */
-  readonly cacheNamesNars?: boolean;
-}
-
-/** A large NAR to be compressed as it is sent; the cache tells its name and sizes. */
-export interface PendingNar {
-  readonly pending: true;
-  readonly compression: 'zstd';
-  readonly narSize: number;
-  /** The NAR compressed as it is read from the store, made anew for each attempt. */
-  body(): Readable;
 }
 
 export interface PreparedNar {
@@ -99,35 +84,12 @@ export async function prepareNar(
   info: PathInfo,
   physical: string,
   options: NarOptions,
-): Promise<PreparedNar | PendingNar> {
+): Promise<PreparedNar> {
   if (info.narSize <= SMALL_NAR) return prepareSmallNar(info, physical, options);
   if (options.compression === 'none' || !(await compressible(physical, options.level))) {
     return streamedNar(info, physical, options);
   }
-  if (options.cacheNamesNars === true) return pendingNar(info, physical, options);
   return compressedNar(info, physical, options);
-}
-
-export function isPending(nar: PreparedNar | PendingNar): nar is PendingNar {
-  return 'pending' in nar;
-}
-
-function pendingNar(info: PathInfo, physical: string, options: NarOptions): PendingNar {
-  return {
-    pending: true,
-    compression: 'zstd',
-    narSize: info.narSize,
-    body: () => {
-      const compressor = createZstdCompress({
-        chunkSize: ZSTD_CHUNK,
-        params: { [zlib.ZSTD_c_compressionLevel]: options.level },
-      });
-      const source = Readable.from(countedChunks(info, physical, options.onProgress));
-      // A store path that changed under the database fails the upload with its own error.
-      source.once('error', (error) => compressor.destroy(error));
-      return source.pipe(compressor);
-    },
-  };
 }
 
 /** Whether zstd shrinks the first MiB of the NAR by more than a few percent. */

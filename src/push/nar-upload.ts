@@ -4,11 +4,10 @@
  * (firn's own cache also takes many small paths in one request: batch-upload.ts.)
  */
 import { FirnError } from '../errors.ts';
-import { hashesEqual, parseHash, type Hash } from '../nix/hash.ts';
 import { serializeNarInfo, type NarInfo } from '../nix/narinfo.ts';
 import type { CacheClient } from './cache-client.ts';
 import { baseNameOf, hashPartOf } from './closure.ts';
-import { changedPath, type PendingNar, type PreparedNar } from './nar-prepare.ts';
+import { changedPath, type PreparedNar } from './nar-prepare.ts';
 import type { PathInfo } from './path-info.ts';
 
 /**
@@ -41,86 +40,6 @@ export async function uploadNar(
     throw storeChanged(error, info, nar);
   }
   return true;
-}
-
-/**
- * Sends a NAR compressed on the way to firn serve, which names it by its hash and answers with
- * what it measured; that is checked against the Nix database. Undefined when the cache has no
- * such endpoint (not firn, or an older one): the caller then names the NAR itself.
- */
-export async function postNar(
-  client: CacheClient,
-  info: PathInfo,
-  pending: PendingNar,
-  signal?: AbortSignal,
-): Promise<PreparedNar | undefined> {
-  const spec = {
-    method: 'POST',
-    path: `api/v1/nar?compression=${pending.compression}`,
-    headers: { 'content-type': 'application/x-nix-nar' },
-    body: () => pending.body(),
-    signal,
-  } as const;
-  const response = await client.request(spec);
-  if (response.status === 404 || response.status === 405) return undefined;
-  if (response.status !== 200 && response.status !== 201) throw client.refusal(spec, response);
-  const facts = measuredNar(response.body);
-  if (facts === undefined) {
-    throw client.refusal(spec, {
-      status: response.status,
-      body: Buffer.from(
-        'answered without the NAR it stored (url, fileHash, fileSize, narHash, narSize)',
-      ),
-    });
-  }
-  if (!hashesEqual(facts.narHash, info.narHash) || facts.narSize !== info.narSize)
-    throw changedPath(info, facts.narHash, facts.narSize);
-  return {
-    fileName: facts.url.slice('nar/'.length),
-    compression: pending.compression,
-    fileHash: facts.fileHash,
-    fileSize: facts.fileSize,
-    narHash: facts.narHash,
-    narSize: facts.narSize,
-    // The cache measured it and it matched the database.
-    hashedHere: true,
-    small: false,
-    body: () => pending.body(),
-    dispose: () => Promise.resolve(),
-  };
-}
-
-interface MeasuredNar {
-  readonly url: string;
-  readonly fileHash: Hash;
-  readonly fileSize: number;
-  readonly narHash: Hash;
-  readonly narSize: number;
-}
-
-function measuredNar(body: Buffer): MeasuredNar | undefined {
-  try {
-    const answer = JSON.parse(body.toString('utf8')) as Record<string, unknown>;
-    const { url, fileHash, fileSize, narHash, narSize } = answer;
-    if (
-      typeof url !== 'string' ||
-      !/^nar\/[0-9a-z]{52}\.nar\.zst$/.test(url) ||
-      typeof fileHash !== 'string' ||
-      typeof narHash !== 'string' ||
-      !Number.isSafeInteger(fileSize) ||
-      !Number.isSafeInteger(narSize)
-    )
-      return undefined;
-    return {
-      url,
-      fileHash: parseHash(fileHash),
-      fileSize: fileSize as number,
-      narHash: parseHash(narHash),
-      narSize: narSize as number,
-    };
-  } catch {
-    return undefined;
-  }
 }
 
 /**

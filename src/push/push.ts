@@ -19,8 +19,8 @@ import {
 } from './batch-upload.ts';
 import { Batcher } from './batcher.ts';
 import { askMissing, presentUpstream } from './missing.ts';
-import { isPending, prepareNar, type NarOptions, type PreparedNar } from './nar-prepare.ts';
-import { postNar, uploadNar, uploadNarInfo } from './nar-upload.ts';
+import { prepareNar, type NarOptions, type PreparedNar } from './nar-prepare.ts';
+import { uploadNar, uploadNarInfo } from './nar-upload.ts';
 import { physicalPath, type LocalStore, type PathInfo, type PathInfoSource } from './path-info.ts';
 
 export interface PushContext {
@@ -86,7 +86,7 @@ export async function pushClosure(roots: readonly string[], ctx: PushContext): P
     narBytes: toUpload.reduce((sum, info) => sum + info.narSize, 0),
   });
   // Only firn serve answers the bulk query, and only firn serve takes batches.
-  const run = new UploadRun(ctx, toUpload, confirmed, asked.bulk);
+  const run = new UploadRun(ctx, toUpload, confirmed, asked.bulk && ctx.batchPaths > 0);
   await run.finished();
   ctx.emit({
     event: 'done',
@@ -187,20 +187,16 @@ class UploadRun {
   readonly #confirmed: ReadonlySet<string>;
   /** Small paths go to the cache in batches, until it turns out not to take them. */
   #batcher: Batcher<BatchEntry, BatchOutcome> | undefined;
-  /** Large compressible NARs are named by the cache (firn serve), until it turns out not to. */
-  #cacheNamesNars: boolean;
   readonly #all: Promise<unknown>;
 
   constructor(
     ctx: PushContext,
     toUpload: readonly PathInfo[],
     confirmed: Set<string>,
-    firnCache: boolean,
+    batches: boolean,
   ) {
     this.#ctx = ctx;
     this.#confirmed = confirmed;
-    this.#cacheNamesNars = firnCache;
-    const batches = firnCache && ctx.batchPaths > 0;
     this.#signal =
       ctx.signal === undefined
         ? this.#abort.signal
@@ -250,28 +246,7 @@ class UploadRun {
       }
       let prepared: PreparedNar | undefined;
       try {
-        const physical = physicalPath(this.#ctx.store, info.path);
-        const made = await prepareNar(info, physical, {
-          ...this.#ctx.nar,
-          cacheNamesNars: this.#cacheNamesNars,
-        });
-        if (isPending(made)) {
-          const posted = await postNar(this.#ctx.client, info, made, this.#signal);
-          if (posted !== undefined) {
-            this.#ctx.emit({
-              event: 'nar',
-              path: info.path,
-              narSize: posted.narSize,
-              fileSize: posted.fileSize,
-              sent: true,
-            });
-            nar.resolve(Object.assign(posted, { sent: true }));
-            continue;
-          }
-          // An older firn: it wants names; this and later large NARs are named here.
-          this.#cacheNamesNars = false;
-        }
-        prepared = isPending(made) ? await this.#named(info, physical) : made;
+        prepared = await prepareNar(info, physicalPath(this.#ctx.store, info.path), this.#ctx.nar);
         // A small NAR travels in a batch with its narinfo, once its references are stored.
         if (prepared.small && this.#batcher !== undefined) {
           nar.resolve(prepared);
@@ -284,13 +259,6 @@ class UploadRun {
         nar.reject(error);
       }
     }
-  }
-
-  /** A large compressible NAR prepared the way any cache takes it: named by its hash here. */
-  async #named(info: PathInfo, physical: string): Promise<PreparedNar> {
-    const made = await prepareNar(info, physical, this.#ctx.nar);
-    if (isPending(made)) throw new Error(`${info.path}: NAR still pending without cache naming`);
-    return made;
   }
 
   async #putNar(info: PathInfo, prepared: PreparedNar): Promise<boolean> {

@@ -413,18 +413,6 @@ test('large NARs: zstd when it pays, as they are when not; a damaged store path 
     new RegExp(`^${name}: (.*)$`, 'm').exec(text)?.[1] ?? '';
   const text = await narinfo(large.text);
   assert.equal(field(text, 'Compression'), 'zstd');
-  // Compressed while sent: firn serve named it (no temp file, no hash on this side).
-  const named = accesses(server.log()).filter(
-    (access) => access.method === 'POST' && access.url === '/api/v1/nar?compression=zstd',
-  );
-  assert.deepEqual(
-    named.map((access) => access.status),
-    [201],
-  );
-  assert.match(
-    text,
-    new RegExp(`^URL: nar/${field(text, 'FileHash').slice('sha256:'.length)}\\.nar\\.zst$`, 'm'),
-  );
   assert.ok(Number(field(text, 'FileSize')) * 20 < Number(field(text, 'NarSize')), text);
   const noise = await narinfo(large.noise);
   assert.equal(field(noise, 'Compression'), 'none');
@@ -470,20 +458,20 @@ test('large NARs: zstd when it pays, as they are when not; a damaged store path 
   assert.equal(stats.nars, 3);
 });
 
-test('a cache without batches or NAR naming (not firn, older firn, --batch-paths 0): every path by PUT', async () => {
+test('a cache without batches (not firn, or --batch-paths 0): every path by PUT, all stored', async () => {
   const built = await buildShape(nix, {
     dir: work,
     store,
     salt: randomUUID(),
-    shape: { mids: 5, blobs: 1, blobBytes: 2 * 1024 * 1024, extra: 0, blobText: true },
+    shape: { mids: 5, blobs: 1, blobBytes: 2 * 1024 * 1024, extra: 0 },
   });
   await using server = await startTestServer();
   const token = await tokenFile(server, 'nobatch');
   // In front of firn, a proxy that knows no batch route (as an older firn would not).
   const refusedBatches: string[] = [];
   const proxy = createServer((request, response) => {
-    if (request.url === '/api/v1/paths' || request.url?.startsWith('/api/v1/nar?') === true) {
-      refusedBatches.push(`${request.method ?? ''} ${request.url}`);
+    if (request.url === '/api/v1/paths') {
+      refusedBatches.push(request.method ?? '');
       request.resume();
       response.writeHead(404).end('not found\n');
       return;
@@ -513,11 +501,7 @@ test('a cache without batches or NAR naming (not firn, older firn, --batch-paths
       built.top,
     ]);
     assert.equal(result.code, 0, result.stderr);
-    assert.deepEqual(
-      refusedBatches.sort(),
-      ['POST /api/v1/nar?compression=zstd', 'POST /api/v1/paths'],
-      'one batch and one cache-named NAR tried, then PUTs',
-    );
+    assert.deepEqual(refusedBatches, ['POST'], 'one batch tried, then PUTs');
     assert.deepEqual(await cacheMissing(server.url, built.paths), []);
     const narinfoPuts = accesses(server.log()).filter(
       (access) => access.method === 'PUT' && access.url.endsWith('.narinfo'),

@@ -1,8 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { BlobFile } from '../../cache/blob-store.ts';
-import { COMPRESSIONS, isCompression } from '../../cache/compression.ts';
-import { ingestNar, ingestUnnamedNar } from '../../cache/nar-ingest.ts';
-import { firnError } from '../../errors.ts';
+import { ingestNar } from '../../cache/nar-ingest.ts';
 import { requireScope } from '../auth.ts';
 import type { ServerContext } from '../context.ts';
 import { parseRange } from '../range.ts';
@@ -75,42 +73,6 @@ export function registerNar(app: FastifyInstance, ctx: ServerContext): void {
     });
     return reply;
   };
-
-  // firn push's way in for a large NAR it compresses while sending: it cannot know the file's
-  // hash (its name) before the last byte, so the cache names it and says what it measured.
-  app.post<{ Querystring: { compression?: string } }>('/api/v1/nar', async (request, reply) => {
-    await requireScope(ctx.auth, request, 'push');
-    const compression = request.query.compression ?? 'none';
-    if (!isCompression(compression)) {
-      throw firnError('FIRN_E_BAD_REQUEST', `unknown compression '${compression}'`, {
-        hint: `one of ${COMPRESSIONS.join(', ')}`,
-      });
-    }
-    const abort = new AbortController();
-    request.raw.once('close', () => {
-      if (!request.raw.complete) abort.abort();
-    });
-    const result = await ingestUnnamedNar(ctx.cache, {
-      compression,
-      body: request.raw,
-      signal: abort.signal,
-      maxBytes: ctx.config.maxNarSize,
-    });
-    const { record } = result;
-    ctx.metrics.bytesIn.inc(record.fileSize);
-    request.log.info(
-      { nar: record.key, narSize: record.narSize, created: result.created },
-      'NAR stored',
-    );
-    return reply.code(result.created ? 201 : 200).send({
-      url: record.key,
-      compression: record.compression,
-      fileHash: record.fileHash,
-      fileSize: record.fileSize,
-      narHash: record.narHash,
-      narSize: record.narSize,
-    });
-  });
 
   app.put<{ Params: { file: string } }>('/nar/:file', async (request, reply) => {
     await requireScope(ctx.auth, request, 'push');
