@@ -22,6 +22,7 @@
  * A connection that breaks is reported as a lost builder (the scheduler requeues); a build that
  * fails is reported with the tail of its log.
  */
+import { sleep } from '../concurrency.ts';
 import { run } from '../process/run.ts';
 import type { BuildGraph, DrvNode } from './graph.ts';
 import { inputPaths } from './graph.ts';
@@ -337,7 +338,7 @@ export class BuilderPool implements Executor {
       // on a builder whose narinfo disk cache is new can trip over each other in its SQLite file
       // ("constraint failed"), a Nix 2.8 race.
       if (attempt < PUSH_ATTEMPTS) {
-        await sleepUnlessAborted(PUSH_RETRY_MS * attempt, signal);
+        await sleep(PUSH_RETRY_MS * attempt, signal).catch(() => undefined);
         if (isAborted(signal)) return CANCELLED;
         continue;
       }
@@ -508,18 +509,6 @@ const CANCELLED: Outcome = { kind: 'failed', message: 'cancelled', log: '' };
 /** Pushes of a build's outputs are tried this often, waiting PUSH_RETRY_MS × attempt between. */
 const PUSH_ATTEMPTS = 3;
 const PUSH_RETRY_MS = 300;
-
-function sleepUnlessAborted(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
-}
 
 /** Builders upload zstd unless the URL already says how. */
 function withCompression(url: string): string {

@@ -5,6 +5,7 @@
  * Nix client would send: its file goes through ingestNar, then its narinfo through
  * ingestNarInfo, with every check and error code of theirs. The format: batch-wire.ts.
  */
+import { mapLimit } from '../concurrency.ts';
 import { FirnError, firnError } from '../errors.ts';
 import { MAX_NARINFO_BYTES, parseNarInfo } from '../nix/narinfo.ts';
 import { parseStorePath } from '../nix/store-path.ts';
@@ -154,8 +155,8 @@ type NarOutcome =
 
 /**
  * Stores every entry as its two PUTs would. NARs are verified and written a few at a time;
- * narinfos are committed strictly in entry order, each after its own NAR, so an entry may
- * reference a path an earlier entry of the same batch stores. A refused entry does not stop
+ * then the narinfos are committed strictly in entry order, so an entry may reference a path
+ * an earlier entry of the same batch stores. A refused entry does not stop
  * the others. Returns one outcome per entry, in entry order.
  */
 export async function ingestBatch(
@@ -163,20 +164,18 @@ export async function ingestBatch(
   entries: readonly BatchEntry[],
   options: { readonly uploadedBy?: string | undefined } = {},
 ): Promise<EntryOutcome[]> {
-  const limit = concurrencyLimit(NAR_CONCURRENCY);
-  // Every NAR is queued now, in entry order; the commits below follow them in the same order.
-  const started = entries.map((entry) => {
-    const target = prepare(entry, deps.storeDir);
-    const nar = target.ok ? limit(() => storeNar(deps, target.fileName, entry.file)) : undefined;
-    return { entry, target, nar };
-  });
+  const prepared = entries.map((entry) => ({ entry, target: prepare(entry, deps.storeDir) }));
+  // storeNar reports failures as outcomes, so one refused NAR stops none of the others.
+  const nars = await mapLimit(prepared, NAR_CONCURRENCY, ({ entry, target }) =>
+    target.ok ? storeNar(deps, target.fileName, entry.file) : Promise.resolve(undefined),
+  );
   const outcomes: EntryOutcome[] = [];
-  for (const { entry, target, nar } of started) {
+  for (const [i, { entry, target }] of prepared.entries()) {
     if (!target.ok) {
       outcomes.push({ status: 'refused', storePath: target.storePath, error: target.error });
       continue;
     }
-    const stored = await nar;
+    const stored = nars[i];
     if (stored === undefined) throw new Error('a prepared batch entry has no NAR upload');
     if (!stored.ok) {
       outcomes.push({ status: 'refused', storePath: target.storePath, error: stored.error });
@@ -270,25 +269,4 @@ function asEntryError(error: unknown): FirnError {
   return firnError('FIRN_E_INTERNAL', 'internal error while storing this entry', {
     cause: error,
   });
-}
-
-/** Runs at most `size` tasks at once, starting them in the order they were handed in. */
-function concurrencyLimit(size: number): <T>(task: () => Promise<T>) => Promise<T> {
-  let running = 0;
-  const waiting: (() => void)[] = [];
-  const release = (): void => {
-    const next = waiting.shift();
-    // The slot passes straight to the next task, so no newcomer can slip in between.
-    if (next === undefined) running--;
-    else next();
-  };
-  return async <T>(task: () => Promise<T>): Promise<T> => {
-    if (running < size) running++;
-    else await new Promise<void>((resolve) => waiting.push(resolve));
-    try {
-      return await task();
-    } finally {
-      release();
-    }
-  };
 }

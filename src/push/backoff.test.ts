@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { backoffDelay, sleep } from './backoff.ts';
+import { backoffDelay } from './backoff.ts';
 
 const policy = { baseMs: 100, maxMs: 1000 };
 
@@ -39,14 +39,4 @@ test('jitter spreads the waits of many clients', () => {
   const waits = new Set(Array.from({ length: 50 }, () => backoffDelay(policy, 3)));
   assert.ok(waits.size > 10, `only ${waits.size} distinct waits`);
   for (const wait of waits) assert.ok(wait >= 400 && wait <= 800);
-});
-
-test('sleep ends early with the abort reason', async () => {
-  const controller = new AbortController();
-  const started = performance.now();
-  const slept = sleep(10_000, controller.signal);
-  controller.abort(new Error('stop'));
-  await assert.rejects(slept, /stop/);
-  assert.ok(performance.now() - started < 1000);
-  await assert.rejects(sleep(1, controller.signal), /stop/);
 });

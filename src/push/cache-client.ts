@@ -7,7 +7,8 @@ import { Agent as HttpAgent, request as httpRequest, type IncomingMessage } from
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { FirnError, firnError, type ErrorCode } from '../errors.ts';
-import { backoffDelay, sleep, type BackoffPolicy } from './backoff.ts';
+import { sleep } from '../concurrency.ts';
+import { backoffDelay, type BackoffPolicy } from './backoff.ts';
 
 export interface RetryEvent {
   /** e.g. `PUT /nar/….nar.zst` */

@@ -9,12 +9,11 @@ import { watch } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FirnError, firnError } from '../errors.ts';
-import { sleep } from './backoff.ts';
 import { readBuildLog, uploadBuildLog } from './build-log.ts';
 import { derivationOutputs } from './drv-outputs.ts';
 import type { Emit } from './events.ts';
 import type { NarOptions } from './nar-prepare.ts';
-import { mapLimit } from './pool.ts';
+import { mapLimit, sleep } from '../concurrency.ts';
 import { isPermanent, pushClosure, pushFailure, type PushContext } from './push.ts';
 import {
   claim,

@@ -4,7 +4,7 @@
  * path, many at a time.
  */
 import type { CacheClient } from './cache-client.ts';
-import { mapLimit } from './pool.ts';
+import { mapLimit } from '../concurrency.ts';
 
 /** firn serve accepts up to 100,000 hash parts per query. */
 const BULK_CHUNK = 50_000;
