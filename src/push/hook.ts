@@ -27,12 +27,17 @@ export async function hook(options: {
   } catch (error) {
     // Even a bad config must not fail the build that ran this hook. Its log goes to the spool
     // the environment names (or the default one): never to a made-up path in the cwd.
-    report(
-      spool ?? fallbackSpool(env),
-      stderr,
-      `${error instanceof Error ? error.message : String(error)}; nothing was queued`,
-    );
+    nothingQueued(spool ?? fallbackSpool(env), stderr, error);
   }
+}
+
+/** Reports a failure before anything was queued (bad flags, config or spool). */
+export function nothingQueued(spool: string, stderr: Writable, error: unknown): void {
+  report(
+    spool,
+    stderr,
+    `${error instanceof Error ? error.message : String(error)}; nothing was queued`,
+  );
 }
 
 /** The spool when flags or the config file could not be read: FIRN_SPOOL, else the default. */

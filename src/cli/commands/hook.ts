@@ -5,7 +5,7 @@
  */
 import { parseCommandArgs, type CommandHelp } from '../args.ts';
 import type { CommandContext } from '../context.ts';
-import { fallbackSpool, hook, report } from '../../push/hook.ts';
+import { fallbackSpool, hook, nothingQueued } from '../../push/hook.ts';
 
 const help: CommandHelp = {
   usage: 'firn hook [--spool DIR] [--config FILE]',
@@ -34,11 +34,7 @@ export async function run(ctx: CommandContext): Promise<number> {
     values = args.values;
   } catch (error) {
     // A bad flag must not fail the build that ran this hook either.
-    report(
-      fallbackSpool(ctx.env),
-      ctx.stderr,
-      `${error instanceof Error ? error.message : String(error)}; nothing was queued`,
-    );
+    nothingQueued(fallbackSpool(ctx.env), ctx.stderr, error);
     return 0;
   }
   await hook({ flag: values.spool, configFile: values.config, env: ctx.env, stderr: ctx.stderr });
