@@ -12,7 +12,7 @@ import type { PreparedNar } from './nar-prepare.ts';
 import { narInfoText } from './nar-upload.ts';
 import type { PathInfo } from './path-info.ts';
 
-export const BATCH_PATH = 'api/v1/paths';
+const BATCH_PATH = 'api/v1/paths';
 /** What one request carries at most; the cache takes up to MAX_BATCH_BYTES (64 MiB). */
 export const BATCH_MAX_BYTES = 8 * 1024 * 1024;
 export const BATCH_MAX_ENTRIES = 1000;
@@ -38,7 +38,7 @@ export function entryBytes(entry: BatchEntry): number {
   return 8 + entry.text.length + entry.nar.fileSize;
 }
 
-export function encodeBatch(entries: readonly BatchEntry[]): Buffer {
+function encodeBatch(entries: readonly BatchEntry[]): Buffer {
   return Buffer.concat(
     entries.flatMap(({ info, nar, text }) => {
       const file = nar.body();

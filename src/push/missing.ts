@@ -10,16 +10,10 @@ import { mapLimit } from '../concurrency.ts';
 const BULK_CHUNK = 50_000;
 const HEAD_CONCURRENCY = 16;
 
-/** The hash parts of `hashParts` the cache does not hold, in input order. */
-export async function queryMissing(
-  client: CacheClient,
-  hashParts: readonly string[],
-  signal?: AbortSignal,
-): Promise<string[]> {
-  return (await askMissing(client, hashParts, signal)).missing;
-}
-
-/** As queryMissing, and whether the cache answered in bulk (then it is firn serve). */
+/**
+ * The hash parts of `hashParts` the cache does not hold, in input order, and whether the cache
+ * answered in bulk (then it is firn serve, which also takes batches).
+ */
 export async function askMissing(
   client: CacheClient,
   hashParts: readonly string[],

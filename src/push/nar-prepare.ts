@@ -66,7 +66,7 @@ const DEFAULT_MEMORY_LIMIT = 8 * 1024 * 1024;
 /** node:zlib's 16 KiB default output chunk makes zstd ~3.5× slower. */
 const ZSTD_CHUNK = 1 << 20;
 /** Small NARs, most paths of a closure, skip the streams: one buffer, one compression call. */
-export const SMALL_NAR = 1024 * 1024;
+const SMALL_NAR = 1024 * 1024;
 /** How much of a large NAR is compressed to decide whether compressing it is worth it. */
 const SAMPLE_BYTES = 1024 * 1024;
 /**

@@ -47,7 +47,7 @@ export async function uploadNar(
  * cache measures another hash, the store path changed under the database, which is what the
  * user must hear.
  */
-export function storeChanged(error: unknown, info: PathInfo, nar: PreparedNar): unknown {
+function storeChanged(error: unknown, info: PathInfo, nar: PreparedNar): unknown {
   if (
     nar.hashedHere ||
     !FirnError.is(error) ||

@@ -10,7 +10,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { test, type TestContext } from 'node:test';
 import { FirnError } from '../../src/errors.ts';
 import { CacheClient, parseCacheUrl, type RetryEvent } from '../../src/push/cache-client.ts';
-import { queryMissing } from '../../src/push/missing.ts';
+import { askMissing } from '../../src/push/missing.ts';
 import { freePort } from '../helpers/server.ts';
 
 type Handler = (request: IncomingMessage, body: Buffer, response: ServerResponse) => void;
@@ -173,9 +173,12 @@ test('the bulk missing query, with credentials; other caches get one HEAD per pa
     firnCache.close();
     other.close();
   });
-  assert.deepEqual(await queryMissing(firnCache, ['a', 'b', 'c']), ['b', 'c']);
+  assert.deepEqual(await askMissing(firnCache, ['a', 'b', 'c']), {
+    missing: ['b', 'c'],
+    bulk: true,
+  });
   assert.deepEqual(seen, ['POST /api/v1/missing Bearer secret']);
-  assert.deepEqual(await queryMissing(other, ['a', 'b', 'c']), ['a', 'c']);
+  assert.deepEqual(await askMissing(other, ['a', 'b', 'c']), { missing: ['a', 'c'], bulk: false });
   assert.deepEqual(heads.sort(), [
     'HEAD /a.narinfo',
     'HEAD /b.narinfo',
