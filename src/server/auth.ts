@@ -49,3 +49,18 @@ export async function requireScope(
     );
   }
 }
+
+/**
+ * The token in an `Authorization` value if it is valid and may read; undefined otherwise. The
+ * narinfo fast paths serve a private cache's reads with it and leave every other request to
+ * `requireScope` in the routes, which says why (401 or 403).
+ */
+export async function readToken(
+  index: CacheIndex,
+  authorization: string | undefined,
+): Promise<TokenRecord | undefined> {
+  const presented = tokenFromAuthorization(authorization);
+  if (presented === undefined) return undefined;
+  const token = await authenticate(index, presented);
+  return token !== undefined && scopeAllows(token.scope, 'read') ? token : undefined;
+}

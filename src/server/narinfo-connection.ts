@@ -23,7 +23,7 @@ import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { Counter } from 'prom-client';
 import type { TokenRecord } from '../cache/cache-index.ts';
-import { authenticate, scopeAllows, tokenFromAuthorization } from '../cache/tokens.ts';
+import { readToken } from './auth.ts';
 import type { ServerContext } from './context.ts';
 import { answerHeadEnd, answerHeadStart, type NarinfoAnswers } from './narinfo-answer.ts';
 import { emptyHead, HEAD_INCOMPLETE, HEAD_OK, parseNarinfoHead } from './narinfo-head.ts';
@@ -215,13 +215,8 @@ class RawConnection {
       return;
     }
     // A private cache: a valid read token is served here, anything else by the route's auth.
-    const presented = tokenFromAuthorization(this.#head.authorization);
-    if (presented === undefined) {
-      this.#handOver('unauthorized');
-      return;
-    }
     this.#busy = true;
-    authenticate(ctx.cache.index, presented).then(this.#onToken, this.#onTokenFailed);
+    readToken(ctx.cache.index, this.#head.authorization).then(this.#onToken, this.#onTokenFailed);
   }
 
   #lookup(): void {
@@ -245,7 +240,7 @@ class RawConnection {
   };
 
   #authorized(token: TokenRecord | undefined): void {
-    if (token === undefined || !scopeAllows(token.scope, 'read')) {
+    if (token === undefined) {
       this.#busy = false;
       this.#handOver('unauthorized');
       return;

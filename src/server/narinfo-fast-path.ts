@@ -11,7 +11,7 @@
  * 403 answers).
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { authenticate, scopeAllows, tokenFromAuthorization } from '../cache/tokens.ts';
+import { readToken } from './auth.ts';
 import type { ServerContext } from './context.ts';
 import {
   answerFields,
@@ -121,14 +121,9 @@ export function withNarinfoFastPath(options: FastPathOptions, fastify: Listener)
       return;
     }
     // A private cache: a valid read token is served here, anything else by the route's auth.
-    const presented = tokenFromAuthorization(headers.authorization);
-    if (presented === undefined) {
-      fastify(request, response);
-      return;
-    }
-    authenticate(index, presented).then(
+    readToken(index, headers.authorization).then(
       (token) => {
-        if (token === undefined || !scopeAllows(token.scope, 'read')) fastify(request, response);
+        if (token === undefined) fastify(request, response);
         else lookup({ request, response, method, url, started, token: token.name });
       },
       () => {
