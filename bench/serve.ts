@@ -32,7 +32,8 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { makeNixEnv } from '../test/helpers/nix.ts';
-import { buildClosure, hashPart, narinfoUrls, SANDBOX_PATHS, type Sizes } from './lib/closure.ts';
+import { SANDBOX_PATHS } from '../test/push/fixtures.ts';
+import { buildClosure, hashPart, narinfoUrls, type Sizes } from './lib/closure.ts';
 import { startFirn, type BenchServer } from './lib/firn-server.ts';
 import { startNginx, type Nginx } from './lib/nginx.ts';
 import { startNullCache, type NullCache } from './lib/null-cache.ts';

@@ -3,8 +3,9 @@
  * path, built by the real Nix in a chroot store. Every derivation carries a random salt, so each
  * run makes paths no cache has seen.
  */
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { MK_DERIVATION } from '../../test/push/fixtures.ts';
 import { mustRun } from './procs.ts';
 
 export interface Sizes {
@@ -24,18 +25,9 @@ export interface Closure {
   readonly paths: readonly string[];
 }
 
-// A chroot store builds in a sandbox: give /bin/sh, coreutils and their libraries to the builder.
-export const SANDBOX_PATHS = ['/bin', '/usr', '/lib', '/lib64'].filter((path) => existsSync(path));
-
 const EXPRESSION = `{ salt, small, largeBytes, hugeBytes }:
 let
-  mk = name: script: derivation {
-    inherit name salt;
-    system = builtins.currentSystem;
-    builder = "/bin/sh";
-    args = [ "-c" script ];
-    PATH = "/usr/bin:/bin";
-  };
+  ${MK_DERIVATION}
   mod = a: b: a - (a / b) * b;
   # Chains of ten, so narinfos carry references and uploads must go in order.
   smallAt = i:

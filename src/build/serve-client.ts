@@ -11,6 +11,7 @@
  */
 import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
+import { sleep } from '../concurrency.ts';
 import { firnError, type FirnError } from '../errors.ts';
 import type { Derivation } from '../nix/derivation.ts';
 import { str, strings, u64, WireReader } from './serve-wire.ts';
@@ -251,7 +252,7 @@ export class ServeConnection {
     const deadline = performance.now() + maxMs;
     for (;;) {
       const seen = this.logSeen;
-      await new Promise((resolve) => setTimeout(resolve, quietMs));
+      await sleep(quietMs);
       if (this.logSeen === seen || this.exited || performance.now() >= deadline) break;
     }
     return this.takeLog();

@@ -11,7 +11,7 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { encodeBatchEntry, PATH_BATCH_CONTENT_TYPE } from '../../src/cache/batch-ingest.ts';
 import { firn } from '../helpers/firn.ts';
 import { makeNixEnv } from '../helpers/nix.ts';
@@ -64,6 +64,29 @@ async function makeChains(
     chains.push(chain);
   }
   return chains;
+}
+
+/** A temp directory with a chroot Nix beside it, both removed after the test. */
+function workspace(
+  t: TestContext,
+  prefix: string,
+): { work: string; nix: ReturnType<typeof makeNixEnv>; dataDir: string } {
+  const work = mkdtempSync(join(tmpdir(), prefix));
+  const nix = makeNixEnv();
+  t.after(() => {
+    nix[Symbol.dispose]();
+    rmSync(work, { recursive: true, force: true });
+  });
+  return { work, nix, dataDir: join(work, 'data') };
+}
+
+/** `firn cache verify` re-hashes every blob of the stopped cache: all `paths` there, no problem. */
+async function assertVerifies(dataDir: string, paths: number): Promise<void> {
+  const report = await firn(['cache', 'verify', '--data', dataDir, '--json']);
+  assert.equal(report.code, 0, report.stdout.toString() + report.stderr);
+  const parsed = JSON.parse(report.stdout.toString()) as { checked: number; problems: unknown[] };
+  assert.equal(parsed.checked, paths);
+  assert.deepEqual(parsed.problems, []);
 }
 
 /** A request body that trickles in 32 KiB pieces (~16 MB/s), so a kill lands mid-upload. */
@@ -166,13 +189,7 @@ async function assertConsistent(server: TestServer, fixtures: readonly Fixture[]
 }
 
 test('kill -9 during uploads, restart, repeat: nothing half-made is ever served', async (t) => {
-  const work = mkdtempSync(join(tmpdir(), 'firn-crash-'));
-  const nix = makeNixEnv();
-  t.after(() => {
-    nix[Symbol.dispose]();
-    rmSync(work, { recursive: true, force: true });
-  });
-  const dataDir = join(work, 'data');
+  const { work, nix, dataDir } = workspace(t, 'firn-crash-');
 
   const chains = await makeChains(nix, work, {
     name: 'crash',
@@ -230,22 +247,12 @@ test('kill -9 during uploads, restart, repeat: nothing half-made is ever served'
   } finally {
     await server.kill();
   }
-  const report = await firn(['cache', 'verify', '--data', dataDir, '--json']);
-  assert.equal(report.code, 0, report.stdout.toString() + report.stderr);
-  const parsed = JSON.parse(report.stdout.toString()) as { checked: number; problems: unknown[] };
-  assert.equal(parsed.checked, fixtures.length);
-  assert.deepEqual(parsed.problems, []);
+  await assertVerifies(dataDir, fixtures.length);
   assert.deepEqual(readdirSync(join(dataDir, 'blobs', 'tmp')), []);
 });
 
 test('kill -9 during batch uploads (firn push), restart, repeat: nothing half-made is ever served', async (t) => {
-  const work = mkdtempSync(join(tmpdir(), 'firn-crash-batch-'));
-  const nix = makeNixEnv();
-  t.after(() => {
-    nix[Symbol.dispose]();
-    rmSync(work, { recursive: true, force: true });
-  });
-  const dataDir = join(work, 'data');
+  const { work, nix, dataDir } = workspace(t, 'firn-crash-batch-');
   // Each chain is one batch, its paths in order: each references the one before, in the batch.
   const chains = await makeChains(nix, work, {
     name: 'batch',
@@ -299,9 +306,5 @@ test('kill -9 during batch uploads (firn push), restart, repeat: nothing half-ma
   } finally {
     await server.kill();
   }
-  const report = await firn(['cache', 'verify', '--data', dataDir, '--json']);
-  assert.equal(report.code, 0, report.stdout.toString() + report.stderr);
-  const parsed = JSON.parse(report.stdout.toString()) as { checked: number; problems: unknown[] };
-  assert.equal(parsed.checked, fixtures.length);
-  assert.deepEqual(parsed.problems, []);
+  await assertVerifies(dataDir, fixtures.length);
 });

@@ -3,6 +3,7 @@
  * (random salt, so every run makes paths no cache has seen), the cache's access log read back
  * as requests, and questions to the cache about what it holds.
  */
+import { randomUUID } from 'node:crypto';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { NixEnv } from '../helpers/nix.ts';
@@ -11,18 +12,24 @@ import type { NixEnv } from '../helpers/nix.ts';
 export const SANDBOX_PATHS = ['/bin', '/usr', '/lib', '/lib64'].filter((path) => existsSync(path));
 
 /**
- * `top` ← `mid`s ← `lib`, plus `blobs` of random bytes that `top` references, and `extra` small
- * independent paths. Every builder prints a line, so each has a build log.
+ * The `mk name script` binding every test expression builds with: a salted derivation run by
+ * /bin/sh with coreutils, no nixpkgs. Expressions that use it take a `salt` argument.
  */
-const EXPRESSION = `{ salt, mids, blobs, blobBytes, extra, blobText ? false }:
-let
-  mk = name: script: derivation {
+export const MK_DERIVATION = `mk = name: script: derivation {
     inherit name salt;
     system = builtins.currentSystem;
     builder = "/bin/sh";
     args = [ "-c" script ];
     PATH = "/usr/bin:/bin";
-  };
+  };`;
+
+/**
+ * `top` ← `mid`s ← `lib`, plus `blobs` of random bytes that `top` references, and `extra` small
+ * independent paths. Every builder prints a line, so each has a build log.
+ */
+const EXPRESSION = `{ salt, mids, blobs, blobBytes, extra, blobText ? false }:
+let
+  ${MK_DERIVATION}
   lib = mk "lib" "echo building lib $salt; echo lib $salt > $out";
   mid = i: mk "mid-\${toString i}" ''
     echo building mid \${toString i}
@@ -210,4 +217,49 @@ export async function substitute(
 
 export function writeExecutable(file: string, text: string): void {
   writeFileSync(file, text, { mode: 0o755 });
+}
+
+/** Large paths of known content: compressible text, random noise, and spares to damage. */
+const LARGE_PATHS = `{ salt }:
+let
+  ${MK_DERIVATION}
+in rec {
+  text = mk "text" "yes firn-$salt | head -c 3145728 > $out";
+  noise = mk "noise" "head -c 3145728 /dev/urandom > $out";
+  damaged = mk "damaged" "head -c 3145728 /dev/urandom > $out";
+  grown = mk "grown" "head -c 2097152 /dev/urandom > $out";
+  damagedText = mk "damagedText" "yes damaged-$salt | head -c 3145728 > $out";
+}
+`;
+
+const LARGE_NAMES = ['text', 'noise', 'damaged', 'grown', 'damagedText'] as const;
+export type LargeName = (typeof LARGE_NAMES)[number];
+
+/** Builds LARGE_PATHS (fresh salt) in the chroot store; their store paths by name. */
+export async function buildLargePaths(
+  nix: NixEnv,
+  options: { dir: string; store: string },
+): Promise<Record<LargeName, string>> {
+  const file = join(options.dir, 'large.nix');
+  writeFileSync(file, LARGE_PATHS);
+  const built = await nix.nix('nix-build', [
+    '--store',
+    options.store,
+    '--no-out-link',
+    file,
+    '--argstr',
+    'salt',
+    randomUUID(),
+    ...LARGE_NAMES.flatMap((name) => ['-A', name]),
+  ]);
+  const outputs = built.stdout.toString('utf8').trim().split('\n');
+  const pick = (name: LargeName): string => {
+    const path = outputs.find((output) => output.endsWith(`-${name}`));
+    if (path === undefined) throw new Error(`nix-build printed ${outputs.join(' ')}`);
+    return path;
+  };
+  return Object.fromEntries(LARGE_NAMES.map((name) => [name, pick(name)])) as Record<
+    LargeName,
+    string
+  >;
 }

@@ -26,6 +26,7 @@ import { startTestServer, type TestServer } from '../helpers/server.ts';
 import {
   accesses,
   batchEntries,
+  buildLargePaths,
   buildShape,
   committedOrder,
   cacheMissing,
@@ -34,6 +35,7 @@ import {
   SANDBOX_PATHS,
   substitute,
   type Built,
+  type Shape,
 } from './fixtures.ts';
 
 let work: string;
@@ -50,6 +52,11 @@ after(() => {
   nix[Symbol.dispose]();
   rmSync(work, { recursive: true, force: true });
 });
+
+/** A fresh closure of `shape` (new salt) in the test's chroot store. */
+function freshShape(shape: Shape): Promise<Built> {
+  return buildShape(nix, { dir: work, store, salt: randomUUID(), shape });
+}
 
 function events(stdout: Buffer): PushEvent[] {
   return stdout
@@ -76,12 +83,7 @@ describe('a closure pushed with firn push', () => {
   let token: string;
 
   before(async () => {
-    built = await buildShape(nix, {
-      dir: work,
-      store,
-      salt: randomUUID(),
-      shape: { mids: 6, blobs: 2, blobBytes: 3 * 1024 * 1024, extra: 0 },
-    });
+    built = await freshShape({ mids: 6, blobs: 2, blobBytes: 3 * 1024 * 1024, extra: 0 });
     server = await startTestServer();
     token = await tokenFile(server, 'main');
   });
@@ -169,12 +171,7 @@ describe('a closure pushed with firn push', () => {
   });
 
   test('paths from stdin, and the token from the netrc file Nix uses', async () => {
-    const extra = await buildShape(nix, {
-      dir: work,
-      store,
-      salt: randomUUID(),
-      shape: { mids: 1, blobs: 0, blobBytes: 0, extra: 2 },
-    });
+    const extra = await freshShape({ mids: 1, blobs: 0, blobBytes: 0, extra: 2 });
     const confDir = join(work, 'netrc-conf');
     mkdirSync(confDir, { recursive: true });
     const secret = (await server.token('push')).trim();
@@ -188,12 +185,7 @@ describe('a closure pushed with firn push', () => {
   });
 
   test('no token: a clear authentication error', async () => {
-    const fresh = await buildShape(nix, {
-      dir: work,
-      store,
-      salt: randomUUID(),
-      shape: { mids: 0, blobs: 0, blobBytes: 0, extra: 1 },
-    });
+    const fresh = await freshShape({ mids: 0, blobs: 0, blobBytes: 0, extra: 1 });
     const result = await firn(['push', '--cache', server.url, '--store', store, ...fresh.extra], {
       env: { NIX_CONF_DIR: join(work, 'nowhere'), FIRN_TOKEN: '' },
     });
@@ -223,12 +215,7 @@ test('a missing or invalid path is a clear error and uploads nothing', async () 
 });
 
 test('the cache dying mid-push: retries, a clear failure, and nothing reported stored that is not', async () => {
-  const built = await buildShape(nix, {
-    dir: work,
-    store,
-    salt: randomUUID(),
-    shape: { mids: 40, blobs: 6, blobBytes: 4 * 1024 * 1024, extra: 0 },
-  });
+  const built = await freshShape({ mids: 40, blobs: 6, blobBytes: 4 * 1024 * 1024, extra: 0 });
   const dataDir = mkdtempSync(join(tmpdir(), 'firn-push-dying-'));
   try {
     const server = await startTestServer({ dataDir });
@@ -291,12 +278,7 @@ test('the cache dying mid-push: retries, a clear failure, and nothing reported s
 });
 
 test('paths an upstream cache serves are not pushed', async () => {
-  const built = await buildShape(nix, {
-    dir: work,
-    store,
-    salt: randomUUID(),
-    shape: { mids: 2, blobs: 0, blobBytes: 0, extra: 0 },
-  });
+  const built = await freshShape({ mids: 2, blobs: 0, blobBytes: 0, extra: 0 });
   await using upstream = await startTestServer();
   await using server = await startTestServer({ args: ['--allow-missing-references'] });
   const lib = built.paths.find((path) => path.endsWith('-lib'));
@@ -314,12 +296,7 @@ test('paths an upstream cache serves are not pushed', async () => {
 });
 
 test('two pushes of the same closure at once (two builders, one output): both succeed, each path stored once', async () => {
-  const built = await buildShape(nix, {
-    dir: work,
-    store,
-    salt: randomUUID(),
-    shape: { mids: 12, blobs: 2, blobBytes: 2 * 1024 * 1024, extra: 0 },
-  });
+  const built = await freshShape({ mids: 12, blobs: 2, blobBytes: 2 * 1024 * 1024, extra: 0 });
   await using server = await startTestServer();
   const token = await tokenFile(server, 'racing');
   const [first, second] = await Promise.all([
@@ -350,59 +327,8 @@ test('two pushes of the same closure at once (two builders, one output): both su
   });
 });
 
-/** Large paths of known content beside `top`: compressible text, random noise. */
-const LARGE_PATHS = `{ salt }:
-let
-  mk = name: script: derivation {
-    inherit name salt;
-    system = builtins.currentSystem;
-    builder = "/bin/sh";
-    args = [ "-c" script ];
-    PATH = "/usr/bin:/bin";
-  };
-in rec {
-  text = mk "text" "yes firn-$salt | head -c 3145728 > $out";
-  noise = mk "noise" "head -c 3145728 /dev/urandom > $out";
-  damaged = mk "damaged" "head -c 3145728 /dev/urandom > $out";
-  grown = mk "grown" "head -c 2097152 /dev/urandom > $out";
-  damagedText = mk "damagedText" "yes damaged-$salt | head -c 3145728 > $out";
-}
-`;
-
-type LargeName = 'text' | 'noise' | 'damaged' | 'grown' | 'damagedText';
-
-async function buildLarge(): Promise<Record<LargeName, string>> {
-  const file = join(work, 'large.nix');
-  writeFileSync(file, LARGE_PATHS);
-  const salt = randomUUID();
-  const names = ['text', 'noise', 'damaged', 'grown', 'damagedText'] as const;
-  const built = await nix.nix('nix-build', [
-    '--store',
-    store,
-    '--no-out-link',
-    file,
-    '--argstr',
-    'salt',
-    salt,
-    ...names.flatMap((name) => ['-A', name]),
-  ]);
-  const outputs = built.stdout.toString('utf8').trim().split('\n');
-  const pick = (name: string): string => {
-    const path = outputs.find((output) => output.endsWith(`-${name}`));
-    if (path === undefined) throw new Error(`nix-build printed ${outputs.join(' ')}`);
-    return path;
-  };
-  return {
-    text: pick('text'),
-    noise: pick('noise'),
-    damaged: pick('damaged'),
-    grown: pick('grown'),
-    damagedText: pick('damagedText'),
-  };
-}
-
 test('large NARs: zstd when it pays, as they are when not; a damaged store path is refused with the way to repair it', async () => {
-  const large = await buildLarge();
+  const large = await buildLargePaths(nix, { dir: work, store });
   await using server = await startTestServer();
   const token = await tokenFile(server, 'large');
   const result = await firn(pushArgs(server, token, large.text, large.noise));
@@ -459,12 +385,7 @@ test('large NARs: zstd when it pays, as they are when not; a damaged store path 
 });
 
 test('a cache without batches (not firn, or --batch-paths 0): every path by PUT, all stored', async () => {
-  const built = await buildShape(nix, {
-    dir: work,
-    store,
-    salt: randomUUID(),
-    shape: { mids: 5, blobs: 1, blobBytes: 2 * 1024 * 1024, extra: 0 },
-  });
+  const built = await freshShape({ mids: 5, blobs: 1, blobBytes: 2 * 1024 * 1024, extra: 0 });
   await using server = await startTestServer();
   const token = await tokenFile(server, 'nobatch');
   // In front of firn, a proxy that knows no batch route (as an older firn would not).
@@ -511,12 +432,7 @@ test('a cache without batches (not firn, or --batch-paths 0): every path by PUT,
     await new Promise((resolve) => proxy.close(resolve));
   }
 
-  const other = await buildShape(nix, {
-    dir: work,
-    store,
-    salt: randomUUID(),
-    shape: { mids: 3, blobs: 0, blobBytes: 0, extra: 0 },
-  });
+  const other = await freshShape({ mids: 3, blobs: 0, blobBytes: 0, extra: 0 });
   const unbatched = await firn(pushArgs(server, token, '--batch-paths', '0', other.top));
   assert.equal(unbatched.code, 0, unbatched.stderr);
   assert.deepEqual(await cacheMissing(server.url, other.paths), []);
@@ -528,12 +444,7 @@ test('a cache without batches (not firn, or --batch-paths 0): every path by PUT,
 });
 
 test('small batches: a path whose reference left in the batch before waits for it (no refusals)', async () => {
-  const built = await buildShape(nix, {
-    dir: work,
-    store,
-    salt: randomUUID(),
-    shape: { mids: 12, blobs: 0, blobBytes: 0, extra: 0 },
-  });
+  const built = await freshShape({ mids: 12, blobs: 0, blobBytes: 0, extra: 0 });
   await using server = await startTestServer();
   const token = await tokenFile(server, 'small-batches');
   const result = await firn(pushArgs(server, token, '--batch-paths', '3', built.top));
